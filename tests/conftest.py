@@ -1,0 +1,43 @@
+"""Shared test helpers: tiny models with non-trivial weights."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from vitpose_jax import models
+
+FOUR_TASKS = {'coco': 'coco17', 'wholebody': 'coco_wholebody133', 'infant': 'infant_smil25',
+              'wheelchair': 'wheelchair23'}
+SMALL_IMAGE = (64, 48)
+
+
+def randomize(model: nnx.Module, seed: int = 0, scale: float = 0.2) -> nnx.Module:
+  """Replaces every parameter and BatchNorm mean with N(0, scale²) noise and every BatchNorm
+  variance with U(0.5, 1.5), so equivalence tests compare outputs of a realistic magnitude rather
+  than the near-zero heatmaps of a fresh init."""
+  state = nnx.state(model)
+  keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(state))))
+
+  def draw(path, x):
+    if 'var' in path[-2:]:
+      return jax.random.uniform(next(keys), x.shape, x.dtype, 0.5, 1.5)
+    return scale * jax.random.normal(next(keys), x.shape, x.dtype)
+
+  nnx.update(model, jax.tree_util.tree_map_with_path(
+      lambda path, x: draw([getattr(p, 'key', getattr(p, 'name', None)) for p in path], x),
+      state))
+  return model
+
+
+@pytest.fixture
+def images():
+  def make(counts, size=SMALL_IMAGE, seed=0):
+    keys = jax.random.split(jax.random.key(seed), len(counts))
+    return {t: jax.random.normal(k, (n, *size, 3)) for k, (t, n) in zip(keys, counts.items())}
+  return make
+
+
+def tiny_config(tasks=FOUR_TASKS, **kw):
+  kw.setdefault('image_size', SMALL_IMAGE)
+  return models.model_config('nano', tasks, **kw)

@@ -1,0 +1,26 @@
+"""The knowledge-factorized ViTPose model (Flax NNX), its configuration and weight surgery."""
+
+from vitpose_jax.models.config import (
+    DECODERS,
+    VARIANTS,
+    ModelConfig,
+    ModelConfigError,
+    TaskSpec,
+    Variant,
+    make_tasks,
+    model_config,
+)
+from vitpose_jax.models.pose import (
+    VitPose,
+    abstract_model,
+    count_params,
+    create_model,
+    dense_for_task,
+    factorize,
+)
+
+__all__ = [
+    'DECODERS', 'VARIANTS', 'ModelConfig', 'ModelConfigError', 'TaskSpec', 'Variant', 'VitPose',
+    'abstract_model', 'count_params', 'create_model', 'dense_for_task', 'factorize',
+    'make_tasks', 'model_config',
+]

@@ -1,0 +1,262 @@
+"""The model's configuration: variants, tasks, and its ``model.json`` form (DESIGN §3.2, §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vitpose_jax import skeletons
+from vitpose_jax.skeletons import Skeleton
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  width: int
+  depth: int
+  num_heads: int
+  expert_dim: int  # P: output features of each task's expert in fc2.
+  drop_path: float
+  layer_decay: float  # single-task recipe
+  layer_decay_multitask: float  # ViTPose++ recipe
+  deconv_channels: int = 256
+
+
+# ViTPose (Xu et al., NeurIPS 2022, Tab. 1 and the official configs) and ViTPose++ (TPAMI 2023).
+# The released ViTPose++-S weights have P = 96 although its config says 192. The three tiny
+# variants are ours, for CPU tests and demos; they shrink the decoder with the backbone.
+VARIANTS: dict[str, Variant] = {
+    'S': Variant(384, 12, 12, 96, 0.1, 0.8, 0.8),
+    'B': Variant(768, 12, 12, 192, 0.3, 0.75, 0.75),
+    'L': Variant(1024, 24, 16, 256, 0.5, 0.8, 0.8),
+    'H': Variant(1280, 32, 16, 320, 0.55, 0.85, 0.8),
+    'Ti': Variant(192, 12, 3, 48, 0.1, 0.8, 0.8, deconv_channels=128),
+    'micro': Variant(96, 4, 3, 24, 0.0, 0.8, 0.8, deconv_channels=64),
+    'nano': Variant(32, 2, 2, 8, 0.0, 0.8, 0.8, deconv_channels=16),
+}
+
+DECODERS = ('classic', 'simple')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class ModelConfigError(ValueError):
+  """A model configuration or model.json is inconsistent; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """One task's slice of the model: its schema, the expert it routes through, its head type."""
+
+  name: str
+  skeleton: Skeleton
+  expert: int = 0
+  head: str = 'classic'
+
+  @property
+  def num_keypoints(self) -> int:
+    return self.skeleton.num_keypoints
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything needed to build the network; serialises to ``model.json``.
+
+  ``expert_dim`` (P) = 0 gives a dense ViT (fc2 has all ``width`` outputs, no experts). Otherwise
+  every block's fc2 has ``width - P`` shared outputs and ``num_experts`` experts of P outputs,
+  concatenated shared-first. ``image_size`` and ``heatmap_size`` are (H, W).
+  """
+
+  tasks: tuple[TaskSpec, ...]
+  variant: str = 'custom'
+  width: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  patch_size: int = 16
+  patch_padding: int = 2
+  image_size: tuple[int, int] = (256, 192)
+  expert_dim: int = 0
+  num_experts: int = 0
+  deconv_channels: int = 256
+  num_deconv_layers: int = 2
+  eps: float = 1e-6
+  drop_path: float = 0.0
+  remat: bool = False
+  dtype: str = 'float32'
+
+  def __post_init__(self):
+    def fail(msg):
+      raise ModelConfigError(f'model config: {msg}')
+
+    if not self.tasks:
+      fail('needs at least one task')
+    names = [t.name for t in self.tasks]
+    if len(set(names)) != len(names):
+      fail(f'duplicate task names in {names}')
+    if self.width % self.num_heads:
+      fail(f'width {self.width} is not divisible by num_heads {self.num_heads}')
+    if not 0 <= self.expert_dim < self.width:
+      fail(f'expert_dim (P) {self.expert_dim} must be in [0, width={self.width})')
+    if self.dtype not in DTYPES:
+      fail(f'dtype {self.dtype!r} is not one of {DTYPES}')
+    if not 0.0 <= self.drop_path < 1.0:
+      fail(f'drop_path {self.drop_path} must be in [0, 1)')
+    for t in self.tasks:
+      if t.head not in DECODERS:
+        fail(f'task {t.name!r}: head {t.head!r} is not one of {DECODERS}')
+      if self.expert_dim:
+        if not 0 <= t.expert < self.num_experts:
+          fail(f'task {t.name!r}: expert {t.expert} is out of range for {self.num_experts} experts')
+    if self.expert_dim and self.num_experts < 1:
+      fail(f'expert_dim {self.expert_dim} needs num_experts >= 1')
+    if not self.expert_dim and self.num_experts:
+      fail(f'num_experts {self.num_experts} needs expert_dim (P) > 0')
+    h, w = self.grid_size
+    if h < 1 or w < 1:
+      fail(f'image_size {self.image_size} is too small for patch size {self.patch_size}')
+
+  @property
+  def factorized(self) -> bool:
+    return self.expert_dim > 0
+
+  @property
+  def grid_size(self) -> tuple[int, int]:
+    """Patch tokens (rows, cols): 256×192 with patch 16 and padding 2 gives 16×12."""
+    p, pad = self.patch_size, self.patch_padding
+    return tuple((s + 2 * pad - p) // p + 1 for s in self.image_size)
+
+  @property
+  def num_patches(self) -> int:
+    h, w = self.grid_size
+    return h * w
+
+  @property
+  def heatmap_size(self) -> tuple[int, int]:
+    """(h, w): both decoders upsample the token grid ×4 (classic: two stride-2 deconvs)."""
+    h, w = self.grid_size
+    return (h * 4, w * 4)
+
+  def task(self, name: str) -> TaskSpec:
+    for t in self.tasks:
+      if t.name == name:
+        return t
+    raise ModelConfigError(f'unknown task {name!r}; the model has {[t.name for t in self.tasks]}')
+
+  @property
+  def task_names(self) -> tuple[str, ...]:
+    return tuple(t.name for t in self.tasks)
+
+  def replace(self, **changes) -> ModelConfig:
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'tasks'}
+    out['image_size'] = list(self.image_size)
+    out['heatmap_size'] = list(self.heatmap_size)
+    out['tasks'] = {
+        t.name: {'schema': t.skeleton.to_dict(), 'expert': t.expert, 'head': t.head}
+        for t in self.tasks
+    }
+    return out
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=1)
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any], *, source: str = 'model.json') -> ModelConfig:
+    data = dict(data)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    data.pop('heatmap_size', None)  # derived; written for readers of the file
+    unknown = sorted(set(data) - fields)
+    if unknown:
+      raise ModelConfigError(f'{source}: unknown field(s) {unknown}')
+    if 'tasks' not in data or not isinstance(data['tasks'], Mapping):
+      raise ModelConfigError(f'{source}: "tasks" must map task names to their schema and expert')
+    tasks = []
+    for name, spec in data['tasks'].items():
+      schema = spec.get('schema')
+      try:
+        skeleton = (skeletons.skeleton_from_dict(schema, source=f'{source} tasks.{name}.schema')
+                    if isinstance(schema, Mapping) else skeletons.get(schema))
+      except skeletons.SchemaError as e:
+        raise ModelConfigError(str(e)) from None
+      tasks.append(TaskSpec(name, skeleton, int(spec.get('expert', 0)),
+                            spec.get('head', 'classic')))
+    data['tasks'] = tuple(tasks)
+    if 'image_size' in data:
+      data['image_size'] = tuple(data['image_size'])
+    try:
+      return cls(**data)
+    except ModelConfigError as e:
+      raise ModelConfigError(f'{source}: {e}') from None
+
+  @classmethod
+  def from_json(cls, text: str, *, source: str = 'model.json') -> ModelConfig:
+    return cls.from_dict(json.loads(text), source=source)
+
+  def save(self, path: str | os.PathLike[str]):
+    with open(path, 'w') as f:
+      f.write(self.to_json())
+
+  @classmethod
+  def load(cls, path: str | os.PathLike[str]) -> ModelConfig:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      path = os.path.join(path, 'model.json')
+    try:
+      with open(path) as f:
+        text = f.read()
+    except FileNotFoundError:
+      raise ModelConfigError(f'{path}: not found (a run directory holds model.json)') from None
+    try:
+      return cls.from_json(text, source=path)
+    except json.JSONDecodeError as e:
+      raise ModelConfigError(f'{path}: not valid JSON ({e})') from None
+
+
+def make_tasks(
+    tasks: Mapping[str, str | Skeleton] | Sequence[str],
+    *,
+    head: str = 'classic',
+) -> tuple[TaskSpec, ...]:
+  """Task specs from ``{task: schema}`` (or task names that are schema names), experts in order."""
+  if not isinstance(tasks, Mapping):
+    tasks = {t: t for t in tasks}
+  return tuple(
+      TaskSpec(name, skeletons.get(schema), expert=i, head=head)
+      for i, (name, schema) in enumerate(tasks.items())
+  )
+
+
+def model_config(
+    variant: str,
+    tasks: Mapping[str, str | Skeleton] | Sequence[str] | Sequence[TaskSpec],
+    *,
+    factorized: bool = True,
+    decoder: str = 'classic',
+    **overrides,
+) -> ModelConfig:
+  """A config for a named variant (see ``VARIANTS``).
+
+  ``factorized=True`` gives one expert per task (P from the variant table); ``False`` a dense ViT.
+  ``overrides`` set any :class:`ModelConfig` field (e.g. ``image_size``, ``dtype``, ``remat``).
+  """
+  if variant not in VARIANTS:
+    raise ModelConfigError(f'unknown variant {variant!r}; known: {", ".join(VARIANTS)}')
+  v = VARIANTS[variant]
+  if tasks and all(isinstance(t, TaskSpec) for t in tasks):
+    specs = tuple(tasks)
+  else:
+    specs = make_tasks(tasks, head=decoder)
+  fields = dict(
+      variant=variant, width=v.width, depth=v.depth, num_heads=v.num_heads,
+      deconv_channels=v.deconv_channels, drop_path=v.drop_path,
+  )
+  if factorized:
+    fields.update(expert_dim=v.expert_dim, num_experts=max(t.expert for t in specs) + 1)
+  else:
+    specs = tuple(dataclasses.replace(t, expert=0) for t in specs)
+  fields.update(overrides)
+  return ModelConfig(tasks=specs, **fields)

@@ -1,0 +1,176 @@
+"""The multi-task pose model: one factorized ViT backbone, one heatmap head per task (DESIGN §3.3).
+
+The model is called on a batch dict ``{task: images (n_t, H, W, 3)}`` and returns
+``({task: heatmaps (n_t, h, w, K_t)}, aux)`` with ``aux[task] = {'patch_tokens': (n_t, L, C),
+'feature_map': (n_t, rows, cols, C)}``. All tasks' samples go through the shared backbone in one
+pass; each task's expert and head see only that task's samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vitpose_jax.models.config import ModelConfig, ModelConfigError, TaskSpec
+from vitpose_jax.models.heads import ClassicDecoder, SimpleDecoder
+from vitpose_jax.models.vit import ViT
+
+
+def _make_head(config: ModelConfig, task: TaskSpec, rngs: nnx.Rngs) -> nnx.Module:
+  dtype = jnp.dtype(config.dtype)
+  if task.head == 'classic':
+    return ClassicDecoder(config.width, task.num_keypoints, channels=config.deconv_channels,
+                          num_layers=config.num_deconv_layers, dtype=dtype, rngs=rngs)
+  return SimpleDecoder(config.width, task.num_keypoints, dtype=dtype, rngs=rngs)
+
+
+class VitPose(nnx.Module):
+  """ViTPose / ViTPose++: backbone + per-task heads. Dense when ``config.expert_dim == 0``."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.backbone = ViT(config, rngs=rngs)
+    self.heads = nnx.Dict({t.name: _make_head(config, t, rngs) for t in config.tasks})
+
+  def __call__(
+      self,
+      images: Mapping[str, jax.Array],
+      *,
+      train: bool = False,
+      rng: jax.Array | None = None,
+  ) -> tuple[dict[str, jax.Array], dict[str, dict[str, Any]]]:
+    """Heatmaps per task. ``train`` enables drop-path (needs ``rng``) and BatchNorm batch stats."""
+    cfg = self.config
+    unknown = [t for t in images if t not in cfg.task_names]
+    if unknown:
+      raise ModelConfigError(f'batch has unknown task(s) {unknown}; the model has {cfg.task_names}')
+    order = [t for t in cfg.task_names if t in images]
+    segments, start = [], 0
+    for name in order:
+      x = images[name]
+      if x.ndim != 4 or tuple(x.shape[1:]) != (*cfg.image_size, 3):
+        raise ModelConfigError(
+            f'task {name!r}: images must be (n, {cfg.image_size[0]}, {cfg.image_size[1]}, 3), '
+            f'got {tuple(x.shape)}'
+        )
+      segments.append((start, x.shape[0], cfg.task(name).expert))
+      start += x.shape[0]
+    x = jnp.concatenate([images[t] for t in order], axis=0) if len(order) > 1 else images[order[0]]
+    tokens = self.backbone(x, segments, train=train, rng=rng)
+    rows, cols = cfg.grid_size
+    heatmaps, aux = {}, {}
+    for name, (begin, count, _) in zip(order, segments):
+      t_tokens = tokens[begin:begin + count]
+      fmap = t_tokens.reshape(count, rows, cols, cfg.width)
+      heatmaps[name] = self.heads[name](fmap, train=train).astype(jnp.float32)
+      aux[name] = {'patch_tokens': t_tokens, 'feature_map': fmap}
+    return heatmaps, aux
+
+
+def create_model(config: ModelConfig, *, seed: int = 0) -> VitPose:
+  return VitPose(config, rngs=nnx.Rngs(params=seed))
+
+
+def abstract_model(config: ModelConfig) -> VitPose:
+  """The model with shape-only parameters: for counting, sharding and restoring without compute."""
+  return nnx.eval_shape(lambda: create_model(config))
+
+
+def count_params(model: nnx.Module, path_prefix: tuple[str, ...] = ()) -> int:
+  """Number of trainable (nnx.Param) scalars, optionally under one sub-path such as ('backbone',)."""
+  total = 0
+  for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    if tuple(str(p) for p in path[:len(path_prefix)]) == path_prefix:
+      total += int(np.prod(leaf.shape))
+  return total
+
+
+def _same_backbone_geometry(a: ModelConfig, b: ModelConfig) -> list[str]:
+  fields = ('width', 'depth', 'num_heads', 'mlp_ratio', 'patch_size', 'patch_padding',
+            'image_size')
+  return [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in fields
+          if getattr(a, f) != getattr(b, f)]
+
+
+def _copy_heads(src: nnx.State | dict, dst: dict, src_cfg: ModelConfig, dst_cfg: ModelConfig):
+  for t in dst_cfg.tasks:
+    if t.name in src_cfg.task_names:
+      s = src_cfg.task(t.name)
+      if s.num_keypoints == t.num_keypoints and s.head == t.head:
+        dst['heads'][t.name] = src['heads'][t.name]
+
+
+def _pure(model: nnx.Module) -> dict:
+  return nnx.to_pure_dict(nnx.state(model))
+
+
+def _load_pure(model: nnx.Module, pure: dict):
+  state = nnx.state(model)
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(model, state)
+
+
+def factorize(dense: VitPose, config: ModelConfig, *, seed: int = 0) -> VitPose:
+  """A factorized model initialised from a dense one so that every task reproduces it.
+
+  Every expert ← the last P output features of the dense fc2 and the shared fc2 ← the first C − P
+  (DESIGN §5); everything else is copied. Heads are copied for tasks the dense model also has
+  (same keypoint count and head type); other heads keep their fresh initialisation.
+  """
+  if dense.config.factorized:
+    raise ModelConfigError('factorize() needs a dense source model (expert_dim = 0)')
+  if not config.factorized:
+    raise ModelConfigError('factorize() needs a target config with expert_dim (P) > 0')
+  mismatch = _same_backbone_geometry(dense.config, config)
+  if mismatch:
+    raise ModelConfigError(f'dense and factorized backbones differ: {"; ".join(mismatch)}')
+  model = create_model(config, seed=seed)
+  src, dst = _pure(dense), _pure(model)
+  keep = config.width - config.expert_dim
+  for key, block in src['backbone']['blocks'].items():
+    out = dst['backbone']['blocks'][key]
+    for name in ('norm1', 'attn', 'norm2'):
+      out[name] = block[name]
+    out['mlp']['fc1'] = block['mlp']['fc1']
+    kernel, bias = block['mlp']['fc2']['kernel'], block['mlp']['fc2']['bias']
+    # Flax kernels are (in, out): output features are columns.
+    out['mlp']['fc2'] = {'kernel': kernel[:, :keep], 'bias': bias[:keep]}
+    for e in out['mlp']['experts']:
+      out['mlp']['experts'][e] = {'kernel': kernel[:, keep:], 'bias': bias[keep:]}
+  for name in ('patch_embed', 'pos_embed', 'last_norm'):
+    dst['backbone'][name] = src['backbone'][name]
+  _copy_heads(src, dst, dense.config, config)
+  _load_pure(model, dst)
+  return model
+
+
+def dense_for_task(model: VitPose, task: str) -> VitPose:
+  """The dense single-task model of ``task``: every fc2 becomes [shared fc2 ; that task's expert].
+
+  This is what the official tools/model_split.py set out to do; the result computes exactly what
+  the factorized model computes for that task.
+  """
+  spec = model.config.task(task)
+  config = model.config.replace(tasks=(dataclasses.replace(spec, expert=0),), expert_dim=0,
+                                num_experts=0)
+  dense = abstract_model(config)
+  src = _pure(model)
+  dst = jax.tree.map(lambda x: x, src['backbone'])
+  for key, block in dst['blocks'].items():
+    mlp = block['mlp']
+    if model.config.factorized:
+      expert = mlp['experts'][spec.expert]
+      mlp['fc2'] = {
+          'kernel': jnp.concatenate([mlp['fc2']['kernel'], expert['kernel']], axis=1),
+          'bias': jnp.concatenate([mlp['fc2']['bias'], expert['bias']], axis=0),
+      }
+    mlp['experts'] = {}
+  pure = {'backbone': dst, 'heads': {task: src['heads'][task]}}
+  _load_pure(dense, pure)
+  return dense

@@ -1,0 +1,146 @@
+"""The ViT backbone with ViTPose++'s knowledge-factorized MLP (DESIGN §5).
+
+Shapes: images are (N, H, W, 3) channels-last; tokens (N, L, C) with L = rows × cols patch tokens in
+row-major order. A batch may hold several tasks' samples back to back; ``segments`` names them as
+static (start, count, expert) triples so each sample's expert is applied to it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vitpose_jax.models.config import ModelConfig
+
+# (start, count, expert index): a contiguous run of samples that share an expert.
+Segment = tuple[int, int, int]
+
+_trunc_normal = jax.nn.initializers.truncated_normal(0.02)
+
+
+def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+  # timm/official ViT init: truncated normal (std .02) weights, zero bias.
+  return nnx.Linear(din, dout, kernel_init=_trunc_normal, dtype=dtype, rngs=rngs)
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array | None, train: bool) -> jax.Array:
+  """Stochastic depth: drops a whole residual branch per sample, rescaling the kept ones."""
+  if not train or rate == 0.0:
+    return x
+  if rng is None:
+    raise ValueError('drop_path > 0 in training needs an rng key: call the model with rng=...')
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Attention(nnx.Module):
+  def __init__(self, width: int, num_heads: int, dtype, rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.qkv = _linear(width, 3 * width, dtype, rngs)
+    self.proj = _linear(width, width, dtype, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n, length, c = x.shape
+    # The official qkv output is laid out (3, heads, head_dim): keep it so weights import as is.
+    qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, c // self.num_heads)
+    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    return self.proj(out.reshape(n, length, c))
+
+
+class FactorizedMlp(nnx.Module):
+  """fc1 shared; fc2 = [shared (C − P outputs) ; expert_i (P outputs)] for task i's samples.
+
+  The official code and the HF port run every expert on every sample and mask the results; here
+  each expert runs only on its own segment of the batch, so P-wide experts cost one expert's
+  matmul per sample however many tasks there are. ``expert_dim = 0`` is a plain dense MLP.
+  """
+
+  def __init__(self, width: int, hidden: int, expert_dim: int, num_experts: int, dtype,
+               rngs: nnx.Rngs):
+    self.expert_dim = expert_dim
+    self.fc1 = _linear(width, hidden, dtype, rngs)
+    self.fc2 = _linear(hidden, width - expert_dim, dtype, rngs)
+    self.experts = nnx.List(
+        [_linear(hidden, expert_dim, dtype, rngs) for _ in range(num_experts if expert_dim else 0)]
+    )
+
+  def __call__(self, x: jax.Array, segments: Sequence[Segment]) -> jax.Array:
+    h = jax.nn.gelu(self.fc1(x), approximate=False)
+    shared = self.fc2(h)
+    if not self.expert_dim:
+      return shared
+    expert_out = jnp.concatenate(
+        [self.experts[e](h[start:start + count]) for start, count, e in segments], axis=0
+    )
+    return jnp.concatenate([shared, expert_out], axis=-1)
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+  def __init__(self, config: ModelConfig, drop_path_rate: float, dtype, rngs: nnx.Rngs):
+    c = config.width
+    self.drop_path_rate = drop_path_rate
+    self.norm1 = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
+    self.attn = Attention(c, config.num_heads, dtype, rngs)
+    self.norm2 = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
+    self.mlp = FactorizedMlp(c, int(c * config.mlp_ratio), config.expert_dim, config.num_experts,
+                             dtype, rngs)
+
+  def __call__(self, x, segments: Sequence[Segment], train: bool, rng: jax.Array | None):
+    rng_attn, rng_mlp = (None, None) if rng is None else jax.random.split(rng)
+    x = x + drop_path(self.attn(self.norm1(x)), self.drop_path_rate, rng_attn, train)
+    return x + drop_path(self.mlp(self.norm2(x), segments), self.drop_path_rate, rng_mlp, train)
+
+
+class PatchEmbed(nnx.Module):
+  def __init__(self, width: int, patch: int, padding: int, dtype, rngs: nnx.Rngs):
+    self.proj = nnx.Conv(3, width, kernel_size=(patch, patch), strides=(patch, patch),
+                         padding=((padding, padding), (padding, padding)), dtype=dtype, rngs=rngs)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.proj(images)
+
+
+class ViT(nnx.Module):
+  """Patch embedding (k16 s16, padding 2), cls-slot position embedding, blocks, final LayerNorm.
+
+  As in the official ViTPose, there is no cls token in the sequence: the position embedding has
+  shape (1, L + 1, C) and its cls slot is added to every patch token.
+  """
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    dtype = jnp.dtype(config.dtype)
+    c, p, pad = config.width, config.patch_size, config.patch_padding
+    self.patch_embed = PatchEmbed(c, p, pad, dtype, rngs)
+    self.pos_embed = nnx.Param(_trunc_normal(rngs.params(), (1, config.num_patches + 1, c)))
+    depth = config.depth
+    rates = [config.drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+    self.blocks = nnx.List([Block(config, rates[i], dtype, rngs) for i in range(depth)])
+    self.last_norm = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
+
+  def __call__(self, images: jax.Array, segments: Sequence[Segment], *, train: bool = False,
+               rng: jax.Array | None = None) -> jax.Array:
+    """(N, H, W, 3) → patch tokens (N, L, C) after the final LayerNorm."""
+    cfg = self.config
+    x = self.patch_embed(images.astype(cfg.dtype))
+    n, gh, gw, c = x.shape
+    x = x.reshape(n, gh * gw, c)
+    pos = self.pos_embed[...].astype(x.dtype)
+    x = x + pos[:, 1:] + pos[:, :1]
+    keys = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
+    segments = tuple(segments)
+
+    def run_block(block, x, key):
+      return block(x, segments, train, key)
+
+    if cfg.remat:
+      run_block = nnx.remat(run_block)
+    for block, key in zip(self.blocks, keys):
+      x = run_block(block, x, key)
+    return self.last_norm(x)

@@ -1,0 +1,23 @@
+"""Skeleton schemas as data: the record, the built-ins, a registry and user schemas from JSON.
+
+>>> from vitpose_jax import skeletons
+>>> skeletons.get('coco17').num_keypoints
+17
+>>> skeletons.get('my_schema.json')  # a user schema, by path  # doctest: +SKIP
+"""
+
+from vitpose_jax.skeletons.registry import get, names, register
+from vitpose_jax.skeletons.schema import (
+    SchemaError,
+    Skeleton,
+    derive_flip_pairs,
+    keypoint_mapping,
+    load_skeleton_json,
+    make_skeleton,
+    skeleton_from_dict,
+)
+
+__all__ = [
+    'SchemaError', 'Skeleton', 'derive_flip_pairs', 'get', 'keypoint_mapping',
+    'load_skeleton_json', 'make_skeleton', 'names', 'register', 'skeleton_from_dict',
+]

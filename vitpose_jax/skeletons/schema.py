@@ -1,0 +1,398 @@
+"""The skeleton schema record: a keypoint set described entirely by data (DESIGN §4).
+
+A schema says what a model's head predicts and how every other part of the codebase treats those
+keypoints: flip pairs for augmentation and flip testing, OKS sigmas for evaluation, links and colours
+for drawing, joint weights for the loss, the upper/lower body split for half-body augmentation, part
+slices for per-part metrics and the head segment for PCKh. No code branches on a schema's name;
+everything it needs is here.
+
+Keypoint indices are positions in ``keypoints`` (0-based). Links and the head segment are stored by
+name so they survive reordering; flip pairs are stored as index pairs because the flip permutation
+is what augmentation and flip testing apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Color = tuple[int, int, int]
+
+# mmpose's palette: the convention pose researchers read drawings with.
+LEFT_COLOR: Color = (0, 255, 0)
+RIGHT_COLOR: Color = (255, 128, 0)
+CENTRE_COLOR: Color = (51, 153, 255)
+
+# Name tokens that put a keypoint in the lower body for half-body augmentation when a schema does
+# not list its split explicitly.
+_LOWER_BODY_TOKENS = frozenset(
+    {'pelvis', 'hip', 'thigh', 'knee', 'calf', 'ankle', 'heel', 'toe', 'toes', 'foot', 'feet',
+     'footrest', 'wheel', 'back', 'tail'}
+)
+
+
+class SchemaError(ValueError):
+  """A skeleton schema is malformed. The message names the schema and the problem."""
+
+
+def _tokens(name: str) -> list[str]:
+  return name.lower().replace('-', '_').split('_')
+
+
+def _side(name: str) -> str | None:
+  tokens = _tokens(name)
+  if 'left' in tokens:
+    return 'left'
+  if 'right' in tokens:
+    return 'right'
+  return None
+
+
+def mirror_name(name: str) -> str | None:
+  """The name of the mirrored keypoint (``left`` ↔ ``right`` as an ``_``-separated token)."""
+  parts = name.split('_')
+  for i, part in enumerate(parts):
+    low = part.lower()
+    if low in ('left', 'right'):
+      other = 'right' if low == 'left' else 'left'
+      if part.isupper():
+        other = other.upper()
+      elif part[:1].isupper():
+        other = other.capitalize()
+      return '_'.join(parts[:i] + [other] + parts[i + 1:])
+  return None
+
+
+def derive_flip_pairs(keypoints: Sequence[str]) -> tuple[tuple[int, int], ...]:
+  """Index pairs (left, right) of keypoints whose names differ only by a left/right token."""
+  index = {n: i for i, n in enumerate(keypoints)}
+  pairs = []
+  for i, name in enumerate(keypoints):
+    if _side(name) != 'left':
+      continue
+    j = index.get(mirror_name(name))
+    if j is not None:
+      pairs.append((i, j))
+  return tuple(pairs)
+
+
+def derive_body_split(keypoints: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(upper ids, lower ids) by name tokens: hips, legs, feet, wheels and tails are lower."""
+  lower = tuple(i for i, n in enumerate(keypoints) if _LOWER_BODY_TOKENS & set(_tokens(n)))
+  upper = tuple(i for i in range(len(keypoints)) if i not in set(lower))
+  return upper, lower
+
+
+def derive_keypoint_colors(keypoints: Sequence[str]) -> tuple[Color, ...]:
+  side_color = {'left': LEFT_COLOR, 'right': RIGHT_COLOR, None: CENTRE_COLOR}
+  return tuple(side_color[_side(n)] for n in keypoints)
+
+
+def derive_link_colors(links: Sequence[tuple[str, str]]) -> tuple[Color, ...]:
+  colors = []
+  for a, b in links:
+    side = _side(a) if _side(a) == _side(b) else None
+    colors.append({'left': LEFT_COLOR, 'right': RIGHT_COLOR, None: CENTRE_COLOR}[side])
+  return tuple(colors)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+  """One keypoint schema. Construct with :func:`make_skeleton` (fills derivable fields) or directly.
+
+  Attributes:
+    name: registry name, e.g. ``coco17``.
+    keypoints: K keypoint names in the order heads predict them.
+    sigmas: K OKS sigmas (COCO's per-keypoint constants, not variances).
+    flip_pairs: index pairs swapped by a horizontal flip; each index appears at most once.
+    links: pairs of keypoint names drawn as limbs.
+    joint_weights: K per-keypoint loss weights.
+    upper_body_ids / lower_body_ids: the half-body augmentation split.
+    keypoint_colors / link_colors: RGB 0-255, one per keypoint / per link.
+    parts: (part name, start, stop) slices of the keypoint list, e.g. WholeBody's face 23-91.
+    head_segment: two keypoint names whose distance normalises PCKh, or None.
+    source_names: the keypoint names in the source dataset's own vocabulary, when they differ.
+    sigma_note: where the sigmas come from.
+  """
+
+  name: str
+  keypoints: tuple[str, ...]
+  sigmas: tuple[float, ...]
+  flip_pairs: tuple[tuple[int, int], ...]
+  links: tuple[tuple[str, str], ...]
+  joint_weights: tuple[float, ...]
+  upper_body_ids: tuple[int, ...]
+  lower_body_ids: tuple[int, ...]
+  keypoint_colors: tuple[Color, ...]
+  link_colors: tuple[Color, ...]
+  parts: tuple[tuple[str, int, int], ...] = ()
+  head_segment: tuple[str, str] | None = None
+  source_names: tuple[str, ...] | None = None
+  sigma_note: str = ''
+
+  def __post_init__(self):
+    self._validate()
+
+  def _fail(self, problem: str):
+    raise SchemaError(f'skeleton {self.name!r}: {problem}')
+
+  def _validate(self):
+    if not isinstance(self.name, str) or not self.name:
+      raise SchemaError(f'skeleton {self.name!r}: name must be a non-empty string')
+    k = len(self.keypoints)
+    if k == 0:
+      self._fail('has no keypoints')
+    seen = {}
+    for i, n in enumerate(self.keypoints):
+      if not isinstance(n, str) or not n:
+        self._fail(f'keypoint {i} has an empty or non-string name {n!r}')
+      if n in seen:
+        self._fail(f'duplicate keypoint name {n!r} at indices {seen[n]} and {i}')
+      seen[n] = i
+    for field in ('sigmas', 'joint_weights', 'keypoint_colors'):
+      count = len(getattr(self, field))
+      if count != k:
+        self._fail(f'{count} {field} for {k} keypoints')
+    for i, s in enumerate(self.sigmas):
+      if not s > 0:
+        self._fail(f'sigma {i} ({self.keypoints[i]!r}) must be positive, got {s}')
+    partner = {}
+    for a, b in self.flip_pairs:
+      for idx in (a, b):
+        if not (isinstance(idx, int) and 0 <= idx < k):
+          self._fail(f'flip pair ({a}, {b}) is out of range for {k} keypoints')
+      if a == b:
+        self._fail(f'flip pair ({a}, {b}) pairs a keypoint with itself')
+      for x, y in ((a, b), (b, a)):
+        if partner.get(x, y) != y:
+          self._fail(
+              f'flip pairs are not symmetric: keypoint {x} ({self.keypoints[x]!r}) is paired with '
+              f'both {partner[x]} ({self.keypoints[partner[x]]!r}) and {y} ({self.keypoints[y]!r})'
+          )
+        partner[x] = y
+    for a, b in self.links:
+      for n in (a, b):
+        if n not in seen:
+          self._fail(f'link ({a!r}, {b!r}) names unknown keypoint {n!r}')
+    if len(self.link_colors) != len(self.links):
+      self._fail(f'{len(self.link_colors)} link_colors for {len(self.links)} links')
+    for color in self.keypoint_colors + self.link_colors:
+      if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
+        self._fail(f'colour {color!r} is not three integers in 0-255')
+    for field in ('upper_body_ids', 'lower_body_ids'):
+      for idx in getattr(self, field):
+        if not (isinstance(idx, int) and 0 <= idx < k):
+          self._fail(f'{field} holds {idx!r}, out of range for {k} keypoints')
+    for part, start, stop in self.parts:
+      if not (0 <= start < stop <= k):
+        self._fail(f'part {part!r} slice [{start}, {stop}) is out of range for {k} keypoints')
+    if self.head_segment is not None:
+      if len(self.head_segment) != 2:
+        self._fail(f'head_segment must name two keypoints, got {self.head_segment!r}')
+      for n in self.head_segment:
+        if n not in seen:
+          self._fail(f'head_segment names unknown keypoint {n!r}')
+    if self.source_names is not None and len(self.source_names) != k:
+      self._fail(f'{len(self.source_names)} source_names for {k} keypoints')
+
+  @property
+  def num_keypoints(self) -> int:
+    return len(self.keypoints)
+
+  @property
+  def flip_index(self) -> tuple[int, ...]:
+    """The permutation a horizontal flip applies: output keypoint i takes input flip_index[i]."""
+    perm = list(range(self.num_keypoints))
+    for a, b in self.flip_pairs:
+      perm[a], perm[b] = b, a
+    return tuple(perm)
+
+  def index(self, keypoint: str) -> int:
+    try:
+      return self.keypoints.index(keypoint)
+    except ValueError:
+      raise SchemaError(f'skeleton {self.name!r} has no keypoint {keypoint!r}') from None
+
+  @property
+  def link_indices(self) -> tuple[tuple[int, int], ...]:
+    return tuple((self.index(a), self.index(b)) for a, b in self.links)
+
+  def part(self, name: str) -> slice:
+    for part, start, stop in self.parts:
+      if part == name:
+        return slice(start, stop)
+    raise SchemaError(
+        f'skeleton {self.name!r} has no part {name!r} (parts: {[p[0] for p in self.parts]})'
+    )
+
+  def to_dict(self) -> dict[str, Any]:
+    """A JSON-ready dict holding every field; :func:`skeleton_from_dict` inverts it exactly."""
+    out = {}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      out[f.name] = _to_lists(value)
+    return out
+
+
+def _to_lists(value):
+  if isinstance(value, tuple):
+    return [_to_lists(v) for v in value]
+  return value
+
+
+def make_skeleton(
+    name: str,
+    keypoints: Sequence[str],
+    sigmas: Sequence[float],
+    *,
+    flip_pairs: Iterable[tuple[int | str, int | str]] | None = None,
+    links: Iterable[tuple[int | str, int | str]] = (),
+    joint_weights: Sequence[float] | None = None,
+    upper_body_ids: Sequence[int | str] | None = None,
+    lower_body_ids: Sequence[int | str] | None = None,
+    keypoint_colors: Sequence[Sequence[int]] | None = None,
+    link_colors: Sequence[Sequence[int]] | None = None,
+    parts: Iterable[Sequence[Any]] | Mapping[str, Sequence[int]] = (),
+    head_segment: Sequence[int | str] | None = None,
+    source_names: Sequence[str] | None = None,
+    sigma_note: str = '',
+) -> Skeleton:
+  """Builds a validated :class:`Skeleton`, deriving what the caller leaves out.
+
+  Flip pairs default to the left/right name pairs, joint weights to 1, the body split and colours
+  to name-based defaults. Keypoints may be referred to by index or by name anywhere.
+  """
+  keypoints = tuple(keypoints)
+  index = {n: i for i, n in enumerate(keypoints)}
+
+  def as_index(ref, what):
+    if isinstance(ref, str):
+      if ref not in index:
+        raise SchemaError(f'skeleton {name!r}: {what} names unknown keypoint {ref!r}')
+      return index[ref]
+    if isinstance(ref, bool) or not isinstance(ref, int):
+      raise SchemaError(f'skeleton {name!r}: {what} holds {ref!r}, not a keypoint index or name')
+    return ref
+
+  def as_name(ref, what):
+    if isinstance(ref, str):
+      return ref
+    if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(keypoints):
+      return keypoints[ref]
+    raise SchemaError(f'skeleton {name!r}: {what} holds {ref!r}, out of range or not a name')
+
+  def pairs(items, what):
+    out = []
+    for item in items:
+      if len(item) != 2:
+        raise SchemaError(f'skeleton {name!r}: {what} entry {item!r} is not a pair')
+      out.append(tuple(item))
+    return out
+
+  if flip_pairs is None:
+    flips = derive_flip_pairs(keypoints)
+  else:
+    # mmpose-style metadata lists each swap from both sides; keep one entry per pair.
+    flips, seen = [], set()
+    for a, b in pairs(flip_pairs, 'flip_pairs'):
+      ia, ib = as_index(a, 'flip pair'), as_index(b, 'flip pair')
+      if (ib, ia) in seen:
+        continue
+      seen.add((ia, ib))
+      flips.append((ia, ib))
+    flips = tuple(flips)
+  link_names = tuple(
+      (as_name(a, f'link {(a, b)!r}'), as_name(b, f'link {(a, b)!r}'))
+      for a, b in pairs(links, 'links')
+  )
+  if upper_body_ids is None and lower_body_ids is None:
+    upper, lower = derive_body_split(keypoints)
+  else:
+    lower = tuple(as_index(i, 'lower_body_ids') for i in (lower_body_ids or ()))
+    if upper_body_ids is None:
+      upper = tuple(i for i in range(len(keypoints)) if i not in set(lower))
+    else:
+      upper = tuple(as_index(i, 'upper_body_ids') for i in upper_body_ids)
+  if isinstance(parts, Mapping):
+    parts = [(p, *s) for p, s in parts.items()]
+  part_tuples = []
+  for p in parts:
+    if len(p) != 3:
+      raise SchemaError(f'skeleton {name!r}: part {p!r} is not (name, start, stop)')
+    part_tuples.append((str(p[0]), int(p[1]), int(p[2])))
+  return Skeleton(
+      name=name,
+      keypoints=keypoints,
+      sigmas=tuple(float(s) for s in sigmas),
+      flip_pairs=flips,
+      links=link_names,
+      joint_weights=tuple(float(w) for w in (joint_weights or [1.0] * len(keypoints))),
+      upper_body_ids=upper,
+      lower_body_ids=lower,
+      keypoint_colors=tuple(
+          tuple(int(c) for c in col) for col in (keypoint_colors or derive_keypoint_colors(keypoints))
+      ),
+      link_colors=tuple(
+          tuple(int(c) for c in col) for col in (link_colors or derive_link_colors(link_names))
+      ),
+      parts=tuple(part_tuples),
+      head_segment=(
+          None if head_segment is None
+          else tuple(as_name(n, 'head_segment') for n in head_segment)
+      ),
+      source_names=None if source_names is None else tuple(source_names),
+      sigma_note=sigma_note,
+  )
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Skeleton))
+_REQUIRED = ('name', 'keypoints', 'sigmas')
+
+
+def skeleton_from_dict(data: Mapping[str, Any], *, source: str = '') -> Skeleton:
+  """Builds a skeleton from its JSON form; unknown or missing fields are errors naming them."""
+  where = f'{source}: ' if source else ''
+  if not isinstance(data, Mapping):
+    raise SchemaError(f'{where}a skeleton must be a JSON object, got {type(data).__name__}')
+  unknown = sorted(set(data) - set(_FIELDS))
+  if unknown:
+    raise SchemaError(
+        f'{where}skeleton {data.get("name")!r}: unknown field(s) {unknown} '
+        f'(known: {", ".join(_FIELDS)})'
+    )
+  missing = [f for f in _REQUIRED if f not in data]
+  if missing:
+    raise SchemaError(f'{where}skeleton {data.get("name")!r}: missing field(s) {missing}')
+  try:
+    return make_skeleton(**data)
+  except SchemaError as e:
+    raise SchemaError(f'{where}{e}') from None
+  except (TypeError, ValueError) as e:
+    raise SchemaError(f'{where}skeleton {data.get("name")!r}: {e}') from None
+
+
+def load_skeleton_json(path: str | os.PathLike[str]) -> Skeleton:
+  """Reads a user schema from a JSON file (the format ``python -m vitpose_jax.skeletons NAME
+  --json`` prints)."""
+  path = os.fspath(path)
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise SchemaError(f'{path}: skeleton file not found') from None
+  except json.JSONDecodeError as e:
+    raise SchemaError(f'{path}: not valid JSON ({e})') from None
+  return skeleton_from_dict(data, source=path)
+
+
+def keypoint_mapping(src: Skeleton, dst: Skeleton) -> tuple[tuple[int, int], ...]:
+  """Index pairs (i_src, i_dst) of the keypoints both schemas name alike, in ``src`` order.
+
+  This is how labels of one schema supervise or evaluate another (e.g. infant ↔ COCO-17 share
+  hips, knees, ankles, shoulders, elbows, wrists and the nose).
+  """
+  dst_index = {n: i for i, n in enumerate(dst.keypoints)}
+  return tuple((i, dst_index[n]) for i, n in enumerate(src.keypoints) if n in dst_index)
