@@ -1,5 +1,8 @@
 """Shared test helpers: tiny models with non-trivial weights."""
 
+import importlib
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -41,3 +44,11 @@ def images():
 def tiny_config(tasks=FOUR_TASKS, **kw):
   kw.setdefault('image_size', SMALL_IMAGE)
   return models.model_config('nano', tasks, **kw)
+
+
+def require_extra(module: str):
+  """Imports an optional-extra module for a parity test: skips without it, except under CI=true
+  where a missing extra is a failure (CI installs every extra README lists)."""
+  if os.environ.get('CI') == 'true':
+    return importlib.import_module(module)
+  return pytest.importorskip(module)
