@@ -4,7 +4,6 @@ import importlib
 import os
 
 import jax
-import jax.numpy as jnp
 import pytest
 from flax import nnx
 

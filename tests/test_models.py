@@ -134,7 +134,8 @@ def _matmul_flops(jaxpr) -> int:
     if eqn.primitive.name == 'dot_general':
       (contract, _), _ = eqn.params['dimension_numbers']
       lhs = eqn.invars[0].aval.shape
-      total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod([lhs[d] for d in contract]))
+      contracted = int(np.prod([lhs[d] for d in contract]))
+      total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * contracted
     for param in eqn.params.values():
       for sub in param if isinstance(param, (tuple, list)) else (param,):
         sub = getattr(sub, 'jaxpr', sub)  # a ClosedJaxpr wraps a Jaxpr
@@ -192,6 +193,8 @@ def test_bad_batches_are_clear_errors(images):
   model = models.create_model(tiny_config())
   with pytest.raises(ModelConfigError, match=r"unknown task\(s\) \['dogs'\]"):
     model(images({'dogs': 1}))
+  with pytest.raises(ModelConfigError, match='batch holds no task'):
+    model({})
   with pytest.raises(ModelConfigError, match=r"task 'coco': images must be \(n, 64, 48, 3\)"):
     model(images({'coco': 1}, size=(256, 192)))
 
@@ -227,7 +230,7 @@ def test_remat_changes_memory_not_results(images):
     model = randomize(models.create_model(tiny_config(remat=remat, drop_path=0.2)))
     graphdef, state = nnx.split(model)
 
-    def loss(state):
+    def loss(state, graphdef=graphdef):
       heatmaps, _ = nnx.merge(graphdef, state)(batch, train=True, rng=jax.random.key(0))
       return sum(jnp.mean(h ** 2) for h in heatmaps.values())
 

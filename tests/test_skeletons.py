@@ -50,7 +50,7 @@ def test_builtin_flip_pairs_are_symmetric_and_pair_every_left_right_name(name):
   for i, n in enumerate(s.keypoints):
     partner = mirror_name(n)
     if partner is not None:
-      assert frozenset((i, s.index(partner))) in paired, f'{name}: {n} is not flipped with {partner}'
+      assert frozenset((i, s.index(partner))) in paired, f'{name}: {n} not flipped with {partner}'
 
 
 def test_wholebody_parts_and_flip_pairs():

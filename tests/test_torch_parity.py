@@ -30,7 +30,8 @@ def test_classic_decoder_matches_torch_deconv_bn_relu_and_final_conv():
       bn.running_var.uniform_(0.5, 1.5)
     layers += [deconv, bn, torch.nn.ReLU()]
     # torch (in, out, kh, kw) → flax transpose_kernel layout (kh, kw, out, in), no flip.
-    ours.deconv_layers[i].kernel[...] = jnp.asarray(deconv.weight.detach().numpy().transpose(2, 3, 1, 0))
+    kernel = deconv.weight.detach().numpy().transpose(2, 3, 1, 0)
+    ours.deconv_layers[i].kernel[...] = jnp.asarray(kernel)
     norm = ours.deconv_norms[i]
     norm.scale[...] = jnp.asarray(bn.weight.detach().numpy())
     norm.bias[...] = jnp.asarray(bn.bias.detach().numpy())

@@ -65,14 +65,18 @@ def main():
     jax.block_until_ready(forward(state, batch))
     times.append(time.perf_counter() - t0)
   best, median = min(times), float(np.median(times))
-  print(f'ViTPose-{args.variant} ({"factorized, " + str(args.tasks) + " tasks" if args.tasks > 1 else "dense"}, '
-        f'{args.decoder} decoder, {args.dtype}), batch {args.batch}, {args.height}x{args.width}')
-  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, '
+  kind = f'factorized, {args.tasks} tasks' if args.tasks > 1 else 'dense'
+  cpu = platform.processor() or platform.machine()
+  print(f'ViTPose-{args.variant} ({kind}, {args.decoder} decoder, {args.dtype}), '
+        f'batch {args.batch}, {args.height}x{args.width}')
+  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()} ({cpu}, '
         f'{os.cpu_count()} CPUs visible), jax {jax.__version__}')
-  print(f'params: {models.count_params(model) / 1e6:.1f} M; first call (compile + run): {compile_s:.1f} s')
-  print(f'forward: median {median * 1e3:.0f} ms/batch, best {best * 1e3:.0f} ms over {args.iters} runs')
-  print(f'throughput: {args.batch / median:.2f} img/s (median), {args.batch / best:.2f} img/s (best)')
-
+  print(f'params: {models.count_params(model) / 1e6:.1f} M; '
+        f'first call (compile + run): {compile_s:.1f} s')
+  print(f'forward: median {median * 1e3:.0f} ms/batch, best {best * 1e3:.0f} ms '
+        f'over {args.iters} runs')
+  print(f'throughput: {args.batch / median:.2f} img/s (median), '
+        f'{args.batch / best:.2f} img/s (best)')
 
 if __name__ == '__main__':
   main()

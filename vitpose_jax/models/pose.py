@@ -51,6 +51,8 @@ class VitPose(nnx.Module):
     if unknown:
       raise ModelConfigError(f'batch has unknown task(s) {unknown}; the model has {cfg.task_names}')
     order = [t for t in cfg.task_names if t in images]
+    if not order:
+      raise ModelConfigError(f'batch holds no task; the model has {cfg.task_names}')
     segments, start = [], 0
     for name in order:
       x = images[name]
@@ -83,7 +85,7 @@ def abstract_model(config: ModelConfig) -> VitPose:
 
 
 def count_params(model: nnx.Module, path_prefix: tuple[str, ...] = ()) -> int:
-  """Number of trainable (nnx.Param) scalars, optionally under one sub-path such as ('backbone',)."""
+  """Number of trainable (nnx.Param) scalars, optionally under a sub-path such as ('backbone',)."""
   total = 0
   for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     if tuple(str(p) for p in path[:len(path_prefix)]) == path_prefix:
@@ -96,14 +98,6 @@ def _same_backbone_geometry(a: ModelConfig, b: ModelConfig) -> list[str]:
             'image_size')
   return [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in fields
           if getattr(a, f) != getattr(b, f)]
-
-
-def _copy_heads(src: nnx.State | dict, dst: dict, src_cfg: ModelConfig, dst_cfg: ModelConfig):
-  for t in dst_cfg.tasks:
-    if t.name in src_cfg.task_names:
-      s = src_cfg.task(t.name)
-      if s.num_keypoints == t.num_keypoints and s.head == t.head:
-        dst['heads'][t.name] = src['heads'][t.name]
 
 
 def _pure(model: nnx.Module) -> dict:
@@ -145,7 +139,11 @@ def factorize(dense: VitPose, config: ModelConfig, *, seed: int = 0) -> VitPose:
       out['mlp']['experts'][e] = {'kernel': kernel[:, keep:], 'bias': bias[keep:]}
   for name in ('patch_embed', 'pos_embed', 'last_norm'):
     dst['backbone'][name] = src['backbone'][name]
-  _copy_heads(src, dst, dense.config, config)
+  for t in config.tasks:
+    if t.name in dense.config.task_names:
+      old = dense.config.task(t.name)
+      if (old.num_keypoints, old.head) == (t.num_keypoints, t.head):
+        dst['heads'][t.name] = src['heads'][t.name]
   _load_pure(model, dst)
   return model
 
@@ -161,8 +159,8 @@ def dense_for_task(model: VitPose, task: str) -> VitPose:
                                 num_experts=0)
   dense = abstract_model(config)
   src = _pure(model)
-  dst = jax.tree.map(lambda x: x, src['backbone'])
-  for key, block in dst['blocks'].items():
+  backbone = src['backbone']
+  for block in backbone['blocks'].values():
     mlp = block['mlp']
     if model.config.factorized:
       expert = mlp['experts'][spec.expert]
@@ -171,6 +169,5 @@ def dense_for_task(model: VitPose, task: str) -> VitPose:
           'bias': jnp.concatenate([mlp['fc2']['bias'], expert['bias']], axis=0),
       }
     mlp['experts'] = {}
-  pure = {'backbone': dst, 'heads': {task: src['heads'][task]}}
-  _load_pure(dense, pure)
+  _load_pure(dense, {'backbone': backbone, 'heads': {task: src['heads'][task]}})
   return dense

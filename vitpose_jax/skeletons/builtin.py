@@ -130,7 +130,8 @@ def coco_wholebody133() -> Skeleton:
       upper_body_ids=upper, lower_body_ids=lower,
       parts=(('body', 0, 17), ('foot', 17, 23), ('face', 23, 91), ('lefthand', 91, 112),
              ('righthand', 112, 133)),
-      sigma_note='COCO-WholeBody release sigmas (mmpose configs/_base_/datasets/coco_wholebody.py).',
+      sigma_note=('COCO-WholeBody release sigmas '
+                  '(mmpose configs/_base_/datasets/coco_wholebody.py).'),
   )
 
 
@@ -176,10 +177,10 @@ def infant_smil25() -> Skeleton:
       links=_INFANT_LINKS, joint_weights=_weights_like_coco(names),
       head_segment=('head', 'neck'), source_names=INFANT_SOURCE_NAMES,
       sigma_note=(
-          'No published OKS sigmas exist for MINI-RGBD. vitpose_jax defaults: the COCO sigma of the '
-          'same joint (hip .107, knee .087, ankle .089, shoulder .079, elbow .072, wrist .062, nose '
-          '.026); pelvis and spine/spine1/spine2 .107; neck, collar and head .079; toe .068 (COCO-'
-          'WholeBody big toe); hand tip .062.'
+          'No published OKS sigmas exist for MINI-RGBD. vitpose_jax defaults: the COCO sigma of '
+          'the same joint (hip .107, knee .087, ankle .089, shoulder .079, elbow .072, wrist .062, '
+          'nose .026); pelvis and spine/spine1/spine2 .107; neck, collar and head .079; toe .068 '
+          '(COCO-WholeBody big toe); hand tip .062.'
       ),
   )
 
@@ -205,9 +206,9 @@ def wheelchair23() -> Skeleton:
       links=COCO17_LINKS + _CHAIR_LINKS, joint_weights=COCO17_JOINT_WEIGHTS + (1.0,) * 6,
       upper_body_ids=COCO17_UPPER, lower_body_ids=COCO17_LOWER + tuple(range(17, 23)),
       sigma_note=(
-          'COCO-17 sigmas for the body; chair points are vitpose_jax defaults: wheel hubs .107 (as '
-          'hips), wheel-ground contacts and footrests .089 (as ankles). WheelPose publishes COCO-17 '
-          'labels only: chair points then carry weight 0.'
+          'COCO-17 sigmas for the body; chair points are vitpose_jax defaults: wheel hubs .107 '
+          '(as hips), wheel-ground contacts and footrests .089 (as ankles). WheelPose publishes '
+          'COCO-17 labels only: chair points then carry weight 0.'
       ),
   )
 

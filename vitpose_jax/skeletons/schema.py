@@ -1,10 +1,10 @@
 """The skeleton schema record: a keypoint set described entirely by data (DESIGN §4).
 
-A schema says what a model's head predicts and how every other part of the codebase treats those
-keypoints: flip pairs for augmentation and flip testing, OKS sigmas for evaluation, links and colours
-for drawing, joint weights for the loss, the upper/lower body split for half-body augmentation, part
-slices for per-part metrics and the head segment for PCKh. No code branches on a schema's name;
-everything it needs is here.
+A schema says what a model's head predicts and how every other part of the codebase treats
+those keypoints: flip pairs for augmentation and flip testing, OKS sigmas for evaluation, links
+and colours for drawing, joint weights for the loss, the upper/lower body split for half-body
+augmentation, part slices for per-part metrics and the head segment for PCKh. No code branches
+on a schema's name; everything it needs is here.
 
 Keypoint indices are positions in ``keypoints`` (0-based). Links and the head segment are stored by
 name so they survive reordering; flip pairs are stored as index pairs because the flip permutation
@@ -333,7 +333,8 @@ def make_skeleton(
       upper_body_ids=upper,
       lower_body_ids=lower,
       keypoint_colors=tuple(
-          tuple(int(c) for c in col) for col in (keypoint_colors or derive_keypoint_colors(keypoints))
+          tuple(int(c) for c in col)
+          for col in (keypoint_colors or derive_keypoint_colors(keypoints))
       ),
       link_colors=tuple(
           tuple(int(c) for c in col) for col in (link_colors or derive_link_colors(link_names))
