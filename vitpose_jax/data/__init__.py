@@ -1,0 +1,1 @@
+"""Data: COCO-format reading, TFDS packing, the synthetic generator, transforms, the pipeline."""

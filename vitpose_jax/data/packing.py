@@ -1,0 +1,205 @@
+"""Packing person instances into TFDS array_record datasets, and finding them in the cache.
+
+Real COCO-format data and the synthetic data take the same path: COCO JSON + images →
+:func:`vitpose_jax.data.coco.read_coco` → a TFDS dataset (``file_format='array_record'``, encoded
+image bytes, no TensorFlow) → ``tfds``'s random-access data source → grain.
+
+The cache lives under ``$VITPOSE_JAX_CACHE`` (default ``~/.cache/vitpose_jax``). A packed
+dataset's directory name is a hash of everything that decides its contents (annotation file
+identity, image folder, schema record, options, packing version), so a changed input is packed
+anew rather than silently reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vitpose_jax.data.coco import DataError, SkipReport, read_coco
+from vitpose_jax.skeletons import Skeleton
+
+# Bump when the packed layout or the record semantics change: it enters every cache key.
+PACK_VERSION = 1
+_BUILDER_NAME = 'pose_instances'
+
+
+def cache_root() -> str:
+  return os.path.expanduser(os.environ.get('VITPOSE_JAX_CACHE', '~/.cache/vitpose_jax'))
+
+
+def _image_bytes(path: str) -> bytes:
+  """The file's bytes when it is an RGB image; otherwise a lossless RGB re-encoding (COCO holds
+  greyscale JPEGs, and every sample must decode to (H, W, 3))."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  with Image.open(io.BytesIO(data)) as img:
+    if img.mode == 'RGB':
+      return data
+    buf = io.BytesIO()
+    img.convert('RGB').save(buf, format='PNG')
+    return buf.getvalue()
+
+
+def _features(num_keypoints: int):
+  import tensorflow_datasets as tfds  # heavy: imported only when packing or reading
+
+  tensor = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3)),
+      'image_id': np.int64,
+      'instance_id': np.int64,
+      'bbox': tensor(shape=(4,), dtype=np.float32),
+      'center': tensor(shape=(2,), dtype=np.float32),
+      'scale': tensor(shape=(2,), dtype=np.float32),
+      'keypoints': tensor(shape=(num_keypoints, 3), dtype=np.float32),
+      'image_size': tensor(shape=(2,), dtype=np.int32),
+  })
+
+
+@functools.cache
+def _builder_class():
+  import tensorflow_datasets as tfds
+
+  # Not registered: every packed dataset is opened by its directory, never by name.
+  class PoseInstances(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Person instances of one COCO-format dataset: image, box, centre/scale, keypoints."""
+
+    name = _BUILDER_NAME
+    VERSION = tfds.core.Version(f'{PACK_VERSION}.0.0')
+
+    def __init__(self, *, splits: dict[str, list[dict[str, Any]]], num_keypoints: int,
+                 description: str, data_dir: str):
+      self._splits = splits
+      self._num_keypoints = num_keypoints
+      self._description = description
+      super().__init__(data_dir=data_dir, file_format='array_record')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, description=self._description,
+                                   features=_features(self._num_keypoints))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # everything is local
+      return {split: self._generate_examples(records) for split, records in self._splits.items()}
+
+    def _generate_examples(self, records):
+      for r in records:
+        example = {k: r[k] for k in ('image_id', 'instance_id', 'bbox', 'center', 'scale',
+                                     'keypoints', 'image_size')}
+        example['image'] = _image_bytes(r['image_path'])
+        yield r['instance_id'], example
+
+  return PoseInstances
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedDataset:
+  """A packed dataset on disk: open ``split`` with :meth:`source`."""
+
+  path: str  # the TFDS data_dir
+
+  @property
+  def builder_dir(self) -> str:
+    return os.path.join(self.path, _BUILDER_NAME, f'{PACK_VERSION}.0.0')
+
+  def source(self, split: str):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder_from_directory(self.builder_dir).as_data_source(split=split)
+
+  def skip_report(self) -> str:
+    with open(os.path.join(self.path, 'skips.json')) as f:
+      return json.load(f)['summary']
+
+
+def pack_coco(
+    annotations: str,
+    images: str,
+    skeleton: Skeleton,
+    out_dir: str,
+    *,
+    split: str = 'train',
+    strict: bool = False,
+) -> tuple[PackedDataset, SkipReport]:
+  """Reads a COCO-format dataset and writes it as a TFDS array_record dataset under ``out_dir``.
+
+  The write goes to a temporary folder renamed into place at the end, so an interrupted or
+  concurrent packing never leaves a half-written dataset where a reader looks.
+  """
+  records, report = read_coco(annotations, images, skeleton, strict=strict)
+  parent = os.path.dirname(os.path.abspath(out_dir)) or '.'
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.packing-', dir=parent)
+  try:
+    builder = _builder_class()(
+        splits={split: records}, num_keypoints=skeleton.num_keypoints, data_dir=tmp,
+        description=f'{annotations} ({images}), schema {skeleton.name}',
+    )
+    builder.download_and_prepare()
+    with open(os.path.join(tmp, 'skips.json'), 'w') as f:
+      json.dump({'summary': report.summary(), 'counts': dict(report.counts),
+                 'examples': report.examples, 'kept': report.kept}, f, indent=1)
+    with open(os.path.join(tmp, 'schema.json'), 'w') as f:
+      json.dump(skeleton.to_dict(), f, indent=1)
+    try:
+      os.rename(tmp, out_dir)
+    except OSError:
+      if not os.path.isdir(os.path.join(out_dir, _BUILDER_NAME)):
+        raise
+      # Another process packed the same dataset first; theirs is identical.
+      shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return PackedDataset(out_dir), report
+
+
+def cache_key(annotations: str, images: str, skeleton: Skeleton, **options) -> str:
+  """A digest of what decides a packed dataset's contents."""
+  annotations = os.path.abspath(annotations)
+  try:
+    stat = os.stat(annotations)
+  except FileNotFoundError:
+    raise DataError(f'{annotations}: annotation file not found') from None
+  identity = {
+      'annotations': annotations, 'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns,
+      'images': os.path.abspath(images), 'schema': skeleton.to_dict(), 'options': options,
+      'pack_version': PACK_VERSION,
+  }
+  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def packed_coco(
+    annotations: str,
+    images: str,
+    skeleton: Skeleton,
+    *,
+    split: str = 'train',
+    strict: bool = False,
+    cache_dir: str | None = None,
+) -> PackedDataset:
+  """The cached packed dataset of a COCO-format file, packing it on first use."""
+  key = cache_key(annotations, images, skeleton, split=split, strict=strict)
+  stem = os.path.splitext(os.path.basename(annotations))[0]
+  out = os.path.join(cache_dir or cache_root(), 'packed', f'{stem}-{skeleton.name}-{key}')
+  if os.path.isdir(os.path.join(out, _BUILDER_NAME)):
+    packed = PackedDataset(out)
+    logging.info('using packed %s', out)
+  else:
+    logging.info('packing %s into %s', annotations, out)
+    packed, _ = pack_coco(annotations, images, skeleton, out, split=split, strict=strict)
+  summary = packed.skip_report()
+  # Skips are reported once each time a dataset is opened: a user must see what training lacks.
+  logging.log(logging.INFO if summary.endswith('none skipped') else logging.WARNING, '%s', summary)
+  return packed
