@@ -1,0 +1,85 @@
+"""The multi-task pipeline: per-task batch composition, host sharding, checkpointable state."""
+
+import numpy as np
+import pytest
+
+from vitpose_jax import skeletons
+from vitpose_jax.data import pipeline
+from vitpose_jax.data.coco import DataError
+
+COCO17 = skeletons.get('coco17')
+
+
+def _source(n, offset):
+  return [{'x': np.full((2, 3), offset + i, np.float32), 'instance_id': np.int64(offset + i)}
+          for i in range(n)]
+
+
+def _tasks(a=4, b=2):
+  return [pipeline.TaskData('a', COCO17, _source(10, 0), a),
+          pipeline.TaskData('b', COCO17, _source(7, 100), b)]
+
+
+def test_every_batch_holds_each_tasks_configured_share():
+  it = pipeline.make_iterator(pipeline.train_dataset(_tasks(), seed=0))
+  seen = {'a': [], 'b': []}
+  for _ in range(10):
+    batch = next(it)
+    assert set(batch) == {'a', 'b'}
+    assert batch['a']['x'].shape == (4, 2, 3) and batch['b']['x'].shape == (2, 2, 3)
+    for t in batch:
+      seen[t] += batch[t]['instance_id'].tolist()
+  # 40 draws from 10 'a' instances: whole epochs, each instance four times, order reshuffled.
+  assert sorted(seen['a']) == sorted(list(range(10)) * 4)
+  assert seen['a'][:10] != seen['a'][10:20]
+  assert set(seen['b']) == set(range(100, 107))
+
+
+def test_hosts_read_disjoint_shards_and_their_local_share():
+  ids = []
+  for host in range(2):
+    ds = pipeline.train_dataset(_tasks(), seed=0, process_index=host, process_count=2)
+    it = pipeline.make_iterator(ds)
+    batches = [next(it) for _ in range(5)]
+    assert batches[0]['a']['x'].shape[0] == 2 and batches[0]['b']['x'].shape[0] == 1
+    ids.append({int(i) for b in batches for i in b['a']['instance_id']})
+  assert ids[0].isdisjoint(ids[1]) and ids[0] | ids[1] == set(range(10))
+
+
+def test_batch_share_must_divide_over_processes():
+  with pytest.raises(DataError, match="task 'b': batch_size 3 is not divisible by the 2"):
+    pipeline.train_dataset(_tasks(b=3), seed=0, process_count=2)
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_restoring_the_iterator_state_reproduces_the_next_batch(num_workers):
+  ds = pipeline.train_dataset(_tasks(), seed=3)
+  it = pipeline.make_iterator(ds, num_workers=num_workers)
+  for _ in range(4):
+    next(it)
+  state = it.get_state()
+  want = next(it)
+  again = pipeline.make_iterator(ds, num_workers=num_workers)
+  again.set_state(state)
+  got = next(again)
+  for t in want:
+    np.testing.assert_array_equal(got[t]['x'], want[t]['x'])
+  if num_workers:
+    it.close()
+    again.close()
+
+
+def test_the_same_seed_gives_the_same_stream_and_another_seed_another():
+  first = [next(pipeline.make_iterator(pipeline.train_dataset(_tasks(), seed=s)))['a']['x']
+           for s in (1, 1, 2)]
+  np.testing.assert_array_equal(first[0], first[1])
+  assert not np.array_equal(first[0], first[2])
+
+
+def test_unknown_data_specs_are_clear_errors():
+  with pytest.raises(DataError, match="source 'tfrecord' is not 'synthetic' or 'coco'"):
+    pipeline.open_source({'source': 'tfrecord'}, COCO17)
+  with pytest.raises(DataError, match='coco data spec needs annotations and images'):
+    pipeline.open_source({'source': 'coco', 'annotations': 'a.json'}, COCO17)
+  with pytest.raises(DataError, match="unknown synthetic population 'robots'"):
+    pipeline.synthetic_dataset('robots', 'train', 10)

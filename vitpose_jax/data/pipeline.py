@@ -1,0 +1,163 @@
+"""The multi-task input pipeline: one source per task, mixed so every batch holds each task's share.
+
+Each global batch is a dict keyed by task name (DESIGN §3.3); task ``t`` contributes exactly its
+configured ``batch_size`` samples (its global share), so every array has a static shape. Each host
+reads a disjoint shard of every task's source and produces ``batch_size / process_count`` of them.
+
+Per task: source → shard → shuffle (reshuffled every epoch of that task) → repeat → transforms
+(random ones seeded per element and epoch) → batch. The tasks' streams are zipped index by index
+into one grain ``MapDataset``, so a single ``DatasetIterator`` carries the whole state: saving it
+with the train state and restoring it reproduces the next batch exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from vitpose_jax.data import packing
+from vitpose_jax.data.coco import DataError
+from vitpose_jax.skeletons import Skeleton
+
+SYNTHETIC_POPULATIONS = ('adult', 'adult_wholebody', 'infant', 'wheelchair')
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  """One task's input: its schema, a random-access source of instances, its global batch share."""
+
+  name: str
+  skeleton: Skeleton
+  source: Any  # len() and __getitem__ → instance dict (see vitpose_jax.data.coco.read_coco)
+  batch_size: int
+  transforms: tuple = ()  # grain Map / RandomMap transforms, applied in order
+
+
+def synthetic_dataset(population: str, split: str, num: int, seed: int = 0,
+                      cache_dir: str | None = None) -> tuple[str, str]:
+  """(annotations JSON, image folder) of a synthetic dataset, generated into the cache once.
+
+  The cache key holds the generator version, so a changed generator never serves stale data.
+  """
+  if population not in SYNTHETIC_POPULATIONS:
+    raise DataError(f'unknown synthetic population {population!r}; '
+                    f'known: {", ".join(SYNTHETIC_POPULATIONS)}')
+  from vitpose_jax.data import synthetic  # the renderer is only needed here
+
+  root = os.path.join(cache_dir or packing.cache_root(), 'synthetic',
+                      f'v{synthetic.GENERATOR_VERSION}')
+  out = os.path.join(root, f'{population}-{split}-n{num}-s{seed}')
+  annotations = os.path.join(out, 'annotations.json')
+  if not os.path.isfile(annotations):
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.generating-', dir=root)
+    try:
+      logging.info('generating synthetic %s/%s (%d instances) into %s', population, split, num,
+                   out)
+      synthetic.generate(tmp, population, split, num, seed)
+      try:
+        os.rename(tmp, out)
+      except OSError:
+        if not os.path.isfile(annotations):
+          raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process generated it first
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  return annotations, os.path.join(out, 'images')
+
+
+def open_source(spec: Mapping[str, Any], skeleton: Skeleton, *, split: str = 'train',
+                strict: bool = False, cache_dir: str | None = None):
+  """The random-access source of a data spec (DESIGN §3.4).
+
+  ``dict(source='synthetic', population=..., num=..., seed=0)`` or
+  ``dict(source='coco', annotations=PATH, images=DIR)``; packed into the cache on first use.
+  """
+  spec = dict(spec)
+  kind = spec.pop('source', None)
+  if kind == 'synthetic':
+    unknown = set(spec) - {'population', 'num', 'seed'}
+    if unknown or 'population' not in spec or 'num' not in spec:
+      raise DataError(f'synthetic data spec needs population and num (and optionally seed); '
+                      f'got {sorted(spec)}')
+    annotations, images = synthetic_dataset(spec['population'], split, int(spec['num']),
+                                            int(spec.get('seed', 0)), cache_dir)
+  elif kind == 'coco':
+    unknown = set(spec) - {'annotations', 'images'}
+    if unknown or 'annotations' not in spec or 'images' not in spec:
+      raise DataError(f'coco data spec needs annotations and images; got {sorted(spec)}')
+    annotations, images = spec['annotations'], spec['images']
+  else:
+    raise DataError(f"data spec source {kind!r} is not 'synthetic' or 'coco'")
+  packed = packing.packed_coco(annotations, images, skeleton, split=split, strict=strict,
+                               cache_dir=cache_dir)
+  return packed.source(split)
+
+
+def _task_seed(seed: int, task: str) -> int:
+  # Keyed by name, not position: adding a task leaves the other tasks' streams unchanged.
+  return int(np.random.SeedSequence([seed, zlib.crc32(task.encode())]).generate_state(1)[0])
+
+
+class _ZipTasks(grain.MapDataset):
+  """Element i = {task: element i of that task's batched stream}."""
+
+  def __init__(self, streams: Mapping[str, grain.MapDataset]):
+    super().__init__(list(streams.values()))
+    self._names = list(streams)
+
+  def __len__(self) -> int:
+    return min(len(p) for p in self.parents)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return {name: parent[index] for name, parent in zip(self._names, self.parents)}
+
+  def __str__(self) -> str:
+    return f'ZipTasks({", ".join(self._names)})'
+
+
+def train_dataset(tasks: Sequence[TaskData], *, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+  """The infinite training stream of this host: element i is global batch i's local part."""
+  streams = {}
+  for task in tasks:
+    if task.batch_size % process_count:
+      raise DataError(f'task {task.name!r}: batch_size {task.batch_size} is not divisible by '
+                      f'the {process_count} processes')
+    if len(task.source) < process_count:
+      raise DataError(f'task {task.name!r}: {len(task.source)} instances cannot be sharded '
+                      f'over {process_count} processes')
+    ds = grain.MapDataset.source(task.source).seed(_task_seed(seed, task.name))
+    ds = ds[process_index::process_count].shuffle().repeat()
+    ds = ds.apply(list(task.transforms)) if task.transforms else ds
+    streams[task.name] = ds.batch(task.batch_size // process_count, drop_remainder=True)
+  return _ZipTasks(streams)
+
+
+def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,
+                  prefetch_buffer: int = 2) -> grain.DatasetIterator:
+  """A checkpointable iterator (``get_state`` / ``set_state``), with worker processes if asked."""
+  ds = dataset.to_iter_dataset()
+  if num_workers > 0:
+    from absl import flags
+
+    # grain's worker processes read absl flags; outside absl.app.run (tests, Colab, scripts)
+    # nothing has parsed them and the workers fail on start.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=prefetch_buffer))
+  return iter(ds)
+
