@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -191,3 +193,21 @@ def test_packing_round_trips_through_tfds_array_record(tmp_path):
   assert packing.packed_coco(path, img_dir, COCO17, cache_dir=str(cache)).path == packed.path
   _write(tmp_path, anns[:1], images)
   assert packing.packed_coco(path, img_dir, COCO17, cache_dir=str(cache)).path != packed.path
+
+
+def test_prepare_cli_packs_and_reports_skips(tmp_path):
+  anns = [_annotation(1), _annotation(2, keypoints=_keypoints(17, v=0))]
+  path, images = _write(tmp_path, anns)
+  out = tmp_path / 'packed'
+  cmd = [sys.executable, '-m', 'vitpose_jax.data.prepare', '--annotations', path, '--images',
+         images, '--schema', 'coco17', '--out', str(out)]
+  done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+  assert '1 instances kept, 1 skipped: 1 no labelled keypoints' in done.stdout
+  assert len(packing.PackedDataset(str(out)).source('train')) == 1
+  again = subprocess.run(cmd, capture_output=True, text=True)
+  assert again.returncode == 2 and 'already exists' in again.stderr
+  strict = subprocess.run(cmd[:-1] + [str(tmp_path / 'strict'), '--strict'], capture_output=True,
+                          text=True)
+  assert strict.returncode == 2
+  assert strict.stderr.strip().splitlines() == [
+      f'error: {path}: annotation 2: no keypoint has v > 0']
