@@ -100,9 +100,12 @@ def _category_names(data: dict[str, Any], path: str) -> dict[int, list[str] | No
   return names
 
 
-def _gather_keypoints(ann: dict[str, Any], skeleton: Skeleton,
-                      names: list[str] | None) -> np.ndarray:
-  """The annotation's labels as (K, 3) in schema order; ValueError says what is wrong."""
+def annotation_keypoints(ann: dict[str, Any], skeleton: Skeleton,
+                         names: list[str] | None = None) -> np.ndarray:
+  """An annotation's labels as (K, 3) [x, y, v] in schema order; ValueError says what is wrong.
+
+  ``names``: the keypoint names of the annotation's category, when the file lists them.
+  """
   k = skeleton.num_keypoints
   split = [f for f in WHOLEBODY_FIELDS.values() if f != 'keypoints' and f in ann]
   if split:
@@ -181,7 +184,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, category_names, aspe
     raise _Skip('bad image', size)
   width, height = size
   try:
-    keypoints = _gather_keypoints(ann, skeleton, category_names.get(ann.get('category_id')))
+    keypoints = annotation_keypoints(ann, skeleton, category_names.get(ann.get('category_id')))
   except ValueError as e:
     raise _Skip('wrong keypoint count', str(e)) from None
   bbox = np.asarray(ann.get('bbox', []), np.float64).reshape(-1)
