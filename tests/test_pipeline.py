@@ -83,3 +83,34 @@ def test_unknown_data_specs_are_clear_errors():
     pipeline.open_source({'source': 'coco', 'annotations': 'a.json'}, COCO17)
   with pytest.raises(DataError, match="unknown synthetic population 'robots'"):
     pipeline.synthetic_dataset('robots', 'train', 10)
+
+
+def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path):
+  """The default run's path end to end: generate → pack → grain transforms → batch → targets."""
+  from vitpose_jax import codec
+  from vitpose_jax.data import transforms
+
+  tasks = []
+  for name, population, schema_name, share in (('coco', 'adult', 'coco17', 4),
+                                               ('infant', 'infant', 'infant_smil25', 2)):
+    schema = skeletons.get(schema_name)
+    spec = dict(source='synthetic', population=population, num=12, seed=1)
+    source = pipeline.open_source(spec, schema, cache_dir=str(tmp_path))
+    assert len(source) == 12
+    tasks.append(pipeline.TaskData(name, schema, source, share,
+                                   tuple(transforms.train_transforms(schema, (256, 192)))))
+  batch = next(pipeline.make_iterator(pipeline.train_dataset(tasks, seed=0)))
+  for task, k in (('coco', 17), ('infant', 25)):
+    b = batch[task]
+    assert b['image'].shape == (tasks[0].batch_size if task == 'coco' else 2, 256, 192, 3)
+    assert b['image'].dtype == np.float32 and abs(float(b['image'].mean())) < 3
+    assert b['keypoints'].shape[1:] == (k, 3)
+    assert set(np.unique(b['keypoints'][..., 2])) <= {0.0, 1.0}
+    heatmaps, weights = codec.udp_targets(b['keypoints'])
+    assert heatmaps.shape == (b['keypoints'].shape[0], 64, 48, k)
+    assert float(weights.sum()) > 0
+  # The cache is reused: a second open generates and packs nothing new.
+  before = sorted(p.name for p in (tmp_path / 'packed').iterdir())
+  pipeline.open_source(dict(source='synthetic', population='adult', num=12, seed=1),
+                       skeletons.get('coco17'), cache_dir=str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / 'packed').iterdir()) == before

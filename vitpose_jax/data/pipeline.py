@@ -146,10 +146,17 @@ def train_dataset(tasks: Sequence[TaskData], *, seed: int, process_index: int = 
   return _ZipTasks(streams)
 
 
-def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,
-                  prefetch_buffer: int = 2) -> grain.DatasetIterator:
-  """A checkpointable iterator (``get_state`` / ``set_state``), with worker processes if asked."""
-  ds = dataset.to_iter_dataset()
+def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 2,
+                  prefetch_batches: int = 4) -> grain.DatasetIterator:
+  """A checkpointable iterator (``get_state`` / ``set_state``) over whole batches.
+
+  ``num_threads`` batches are built concurrently in each process (the main one, or each of
+  ``num_workers`` worker processes) and at most ``prefetch_batches`` wait per process. grain's
+  defaults (16 threads, 500 elements) are sized for small records; an element here is a whole
+  multi-task batch (tens of MB), so they would hold gigabytes.
+  """
+  ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                 prefetch_buffer_size=prefetch_batches))
   if num_workers > 0:
     from absl import flags
 
@@ -158,6 +165,5 @@ def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                     per_worker_buffer_size=prefetch_buffer))
+                                                     per_worker_buffer_size=prefetch_batches))
   return iter(ds)
-
