@@ -99,7 +99,18 @@ def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path)
     assert len(source) == 12
     tasks.append(pipeline.TaskData(name, schema, source, share,
                                    tuple(transforms.train_transforms(schema, (256, 192)))))
-  batch = next(pipeline.make_iterator(pipeline.train_dataset(tasks, seed=0)))
+  dataset = pipeline.train_dataset(tasks, seed=0)
+  it = pipeline.make_iterator(dataset)
+  batch = next(it)
+  # Random augmentations are keyed by element index and seed, so a restored state resumes them.
+  state = it.get_state()
+  want = next(it)
+  resumed = pipeline.make_iterator(dataset)
+  resumed.set_state(state)
+  got = next(resumed)
+  for t in want:
+    np.testing.assert_array_equal(got[t]['image'], want[t]['image'])
+    np.testing.assert_array_equal(got[t]['keypoints'], want[t]['keypoints'])
   for task, k in (('coco', 17), ('infant', 25)):
     b = batch[task]
     assert b['image'].shape == (tasks[0].batch_size if task == 'coco' else 2, 256, 192, 3)
