@@ -125,3 +125,12 @@ def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path)
   pipeline.open_source(dict(source='synthetic', population='adult', num=12, seed=1),
                        skeletons.get('coco17'), cache_dir=str(tmp_path))
   assert sorted(p.name for p in (tmp_path / 'packed').iterdir()) == before
+
+
+def test_eval_batches_cover_the_source_once_in_order_with_a_padded_last_batch():
+  batches = list(pipeline.eval_batches(_source(7, 0), (), 3))
+  assert [valid for _, valid in batches] == [3, 3, 1]
+  assert all(b['x'].shape == (3, 2, 3) for b, _ in batches)
+  ids = [int(i) for b, valid in batches for i in b['instance_id'][:valid]]
+  assert ids == list(range(7))
+  assert batches[-1][0]['instance_id'].tolist() == [6, 6, 6]

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -167,3 +167,16 @@ def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_thread
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                      per_worker_buffer_size=prefetch_batches))
   return iter(ds)
+
+
+def eval_batches(source, transforms: Sequence, batch_size: int) -> Iterator[tuple[dict, int]]:
+  """The whole ``source`` once, in order, as (batch, n_valid) with every batch ``batch_size``
+  long: the last one is padded by repeating its final element, so a jitted model sees one shape
+  and the caller keeps the first ``n_valid`` results."""
+  ds = grain.MapDataset.source(source)
+  ds = ds.apply(list(transforms)) if transforms else ds
+  for start in range(0, len(ds), batch_size):
+    elements = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+    valid = len(elements)
+    elements += [elements[-1]] * (batch_size - valid)
+    yield {k: np.stack([e[k] for e in elements]) for k in elements[0]}, valid
