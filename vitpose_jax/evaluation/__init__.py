@@ -1,0 +1,19 @@
+"""Evaluation: COCO OKS AP/AR for any schema, WholeBody per-part AP, PCK/PCKh, OKS-NMS and
+rescoring (see :mod:`vitpose_jax.evaluation.metrics` for layouts and the mmpose semantics)."""
+
+from vitpose_jax.evaluation.metrics import (
+    STAT_NAMES,
+    coco_keypoint_metrics,
+    nms_per_image,
+    oks_nms,
+    pck,
+    pck_metrics,
+    pckh,
+    rescore,
+    wholebody_metrics,
+)
+
+__all__ = [
+    'STAT_NAMES', 'coco_keypoint_metrics', 'nms_per_image', 'oks_nms', 'pck', 'pck_metrics', 'pckh',
+    'rescore', 'wholebody_metrics',
+]
