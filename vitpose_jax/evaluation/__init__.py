@@ -1,6 +1,12 @@
 """Evaluation: COCO OKS AP/AR for any schema, WholeBody per-part AP, PCK/PCKh, OKS-NMS and
 rescoring (see :mod:`vitpose_jax.evaluation.metrics` for layouts and the mmpose semantics)."""
 
+from vitpose_jax.evaluation.evaluators import (
+    EVALUATORS,
+    KeypointEvaluator,
+    make_evaluator,
+    run_evaluators,
+)
 from vitpose_jax.evaluation.metrics import (
     STAT_NAMES,
     coco_keypoint_metrics,
@@ -14,6 +20,7 @@ from vitpose_jax.evaluation.metrics import (
 )
 
 __all__ = [
-    'STAT_NAMES', 'coco_keypoint_metrics', 'nms_per_image', 'oks_nms', 'pck', 'pck_metrics', 'pckh',
-    'rescore', 'wholebody_metrics',
+    'EVALUATORS', 'KeypointEvaluator', 'STAT_NAMES', 'coco_keypoint_metrics', 'make_evaluator',
+    'nms_per_image', 'oks_nms', 'pck', 'pck_metrics', 'pckh', 'rescore', 'run_evaluators',
+    'wholebody_metrics',
 ]

@@ -1,0 +1,169 @@
+"""Evaluation end to end through our own plumbing: crops, heatmaps, DARK-UDP decoding, the UDP
+back-transform, results, sigmas, metrics; and the evaluate CLI."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from vitpose_jax import checkpoint, codec, models, skeletons
+from vitpose_jax.data import coco, pipeline, transforms
+from vitpose_jax.evaluation import KeypointEvaluator, run_evaluators
+from vitpose_jax.predict import Predictor
+
+TASKS = {'coco': ('adult', 'coco17'), 'infant': ('infant', 'infant_smil25')}
+NUM = 10
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('cache'))
+
+
+@pytest.fixture(scope='module')
+def model():
+  return models.create_model(models.model_config('nano', {t: s for t, (_, s) in TASKS.items()}))
+
+
+class _Oracle(Predictor):
+  """A fake model: each crop's heatmaps are UDP Gaussians at chosen crop positions of the instance
+  whose box made the crop (found by its centre), so everything after the network is real."""
+
+  def __init__(self, model, positions):
+    super().__init__(model, flip_test=False)
+    self.positions = positions  # centre (x, y) → (K, 3) [x, y, w] in crop pixels
+
+  def keypoints(self, task, pixels, center, scale, rotation=None):
+    self._centers = center
+    return super().keypoints(task, pixels, center, scale, rotation)
+
+  def heatmaps(self, task, pixels, *, flip_test=None):
+    kps = np.stack([self.positions[tuple(np.round(c, 3))] for c in self._centers])
+    heatmaps, _ = codec.udp_targets(kps, image_size=self.config.image_size,
+                                    heatmap_size=self.config.heatmap_size)
+    return np.asarray(heatmaps)
+
+
+def _gt(task, cache):
+  population, schema_name = TASKS[task]
+  schema = skeletons.get(schema_name)
+  annotations, images = pipeline.synthetic_dataset(population, 'val', NUM, 0, cache)
+  records, _ = coco.read_coco(annotations, images, schema)
+  return schema, annotations, records
+
+
+def _crop_truth(record, config):
+  matrix = transforms.udp_warp_matrix(record['center'], record['scale'], 0.0, config.image_size)
+  return transforms.warp_points(record['keypoints'][:, :2].astype(np.float64), matrix)
+
+
+def _coco_eval_directly(annotations, results, schema):
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(annotations)
+    dt = gt.loadRes(results)
+    e = COCOeval(gt, dt, 'keypoints')
+    e.params.kpt_oks_sigmas = np.array(schema.sigmas)
+    e.evaluate()
+    e.accumulate()
+    e.summarize()
+  return e.stats
+
+
+@pytest.mark.parametrize('task', list(TASKS))
+def test_evaluator_matches_cocoeval_on_hand_built_results(task, model, cache):
+  schema, annotations, records = _gt(task, cache)
+  config = model.config
+  (hm_h, hm_w), (in_h, in_w) = config.heatmap_size, config.image_size
+  to_crop = np.array([(in_w - 1) / (hm_w - 1), (in_h - 1) / (hm_h - 1)])
+  rng = np.random.default_rng(0)
+  positions, expected = {}, []
+  for r in records:
+    # Noisy predictions snapped to heatmap pixel centres (where a Gaussian's sampled maximum is
+    # exactly 1, so every instance scores 1 and the ranking is the file order on both sides).
+    noisy = _crop_truth(r, config) + rng.normal(0, 3 + 6 * rng.random(), (schema.num_keypoints, 2))
+    grid = np.clip(np.round(noisy / to_crop), 2, [hm_w - 3, hm_h - 3])
+    labelled = (r['keypoints'][:, 2] > 0).astype(np.float32)
+    positions[tuple(np.round(r['center'], 3))] = np.concatenate(
+        [grid * to_crop, labelled[:, None]], axis=1)
+    image_xy = codec.crop_to_image(grid * to_crop, r['center'], r['scale'], 0.0,
+                                   image_size=config.image_size)
+    flat = np.concatenate([image_xy, labelled[:, None]], 1).ravel().tolist()
+    expected.append({'image_id': r['image_id'], 'category_id': 1, 'score': 1.0, 'keypoints': flat})
+  got = KeypointEvaluator(task=task, data=dict(source='synthetic', population=TASKS[task][0],
+                                               num=NUM), cache_dir=cache).run(
+      _Oracle(model, positions))
+  want = _coco_eval_directly(annotations, expected, schema)
+  assert 0.05 < want[0] < 0.95  # the noise makes the comparison informative
+  for name, value in zip(('AP', 'AP50', 'AP75', 'APm', 'APl', 'AR'), want):
+    assert got[f'{task}/{name}'] == pytest.approx(value, abs=1e-6), name
+  assert got[f'{task}/box_source'] == 'ground truth'
+
+
+@pytest.mark.parametrize('task', list(TASKS))
+def test_perfect_predictions_score_ap_1(task, model, cache):
+  schema, _, records = _gt(task, cache)
+  positions = {tuple(np.round(r['center'], 3)): np.concatenate(
+      [_crop_truth(r, model.config), (r['keypoints'][:, 2:] > 0)], axis=1) for r in records}
+  got = run_evaluators({task: dict(type='keypoints', task=task, data=dict(
+      source='synthetic', population=TASKS[task][0], num=NUM))}, _Oracle(model, positions),
+      cache_dir=cache)
+  assert got[f'{task}/AP'] == pytest.approx(1.0)
+  assert got[f'{task}/PCK@0.2'] == pytest.approx(1.0)
+  assert got['mean/AP'] == got[f'{task}/AP']
+  if schema.head_segment:
+    assert got[f'{task}/PCKh@0.5'] == pytest.approx(1.0)
+
+
+def test_evaluate_cli_scores_a_results_file_and_a_run(model, cache, tmp_path):
+  _, annotations, records = _gt('coco', cache)
+  results = [{'image_id': r['image_id'], 'category_id': 1, 'score': 1.0,
+              'keypoints': r['keypoints'].ravel().tolist()} for r in records]
+  (tmp_path / 'dt.json').write_text(json.dumps(results))
+  out = subprocess.run([sys.executable, '-m', 'vitpose_jax.evaluate', '--gt', annotations,
+                        '--results', str(tmp_path / 'dt.json'), '--schema', 'coco17'],
+                       check=True, capture_output=True, text=True).stdout
+  assert json.loads(out)['AP'] == pytest.approx(1.0)
+  run = tmp_path / 'run'
+  checkpoint.save_model(str(run), model)
+  env_cache = {'VITPOSE_JAX_CACHE': cache}
+  done = subprocess.run([sys.executable, '-m', 'vitpose_jax.evaluate', '--workdir', str(run),
+                         '--task', 'infant', '--synthetic', 'infant', '--num', str(NUM),
+                         '--results-out', str(tmp_path / 'pred.json')],
+                        capture_output=True, text=True, env={**os.environ, **env_cache})
+  assert done.returncode == 0, done.stderr
+  metrics = json.loads(done.stdout)
+  assert {'infant/AP', 'infant/AR', 'infant/PCK@0.2', 'infant/PCKh@0.5', 'mean/AP'} <= set(metrics)
+  assert metrics['infant/box_source'] == 'ground truth'
+  assert len(json.loads((tmp_path / 'pred.json').read_text())) == metrics['infant/instances']
+
+
+def test_detector_boxes_go_through_oks_nms_and_are_reported(model, cache, tmp_path):
+  """Each person detected twice (the copy scoring lower): NMS keeps one per person."""
+  _, annotations, records = _gt('coco', cache)
+  with open(annotations) as f:
+    anns = json.load(f)['annotations']
+  dets = [{'image_id': a['image_id'], 'category_id': 1, 'bbox': a['bbox'], 'score': score}
+          for a in anns for score in (0.9, 0.5)]
+  (tmp_path / 'dets.json').write_text(json.dumps(dets))
+  config = model.config
+  positions = {}
+  for a in anns:
+    center, scale = coco.box_to_center_scale(a['bbox'])
+    r = {'center': center, 'scale': scale, 'keypoints': coco.annotation_keypoints(
+        a, skeletons.get('coco17'))}
+    positions[tuple(np.round(center, 3))] = np.concatenate(
+        [_crop_truth(r, config), (r['keypoints'][:, 2:] > 0)], axis=1)
+  got = KeypointEvaluator(task='coco', data=dict(source='synthetic', population='adult', num=NUM),
+                          detections=str(tmp_path / 'dets.json'), cache_dir=cache).run(
+      _Oracle(model, positions))
+  assert got['coco/instances'] == len(anns)
+  assert got['coco/AP'] == pytest.approx(1.0)
+  assert got['coco/box_source'] == 'detections (dets.json)'
+  assert 'coco/PCK@0.2' not in got
