@@ -1,0 +1,82 @@
+r"""ViTPose++-style multi-task training: ONE factorized model over coco, wholebody, infant and
+wheelchair (DESIGN §3.3), each task with its own expert and head.
+
+The default run, on the built-in synthetic populations (generated into the cache on first use),
+sized for a 2-core CPU:
+
+  python -m vitpose_jax.main --config=configs/multitask.py --workdir=/tmp/vitpose_multitask
+
+A smoke run (< 1 minute; checks the plumbing, learns nothing):
+
+  python -m vitpose_jax.main --config=configs/multitask.py:runlocal --workdir=/tmp/vitpose_smoke
+
+The real-scale recipe is `:variant=B` with real data paths, e.g.
+`--config.tasks.coco.train="dict(source='coco', annotations=..., images=...)"`: the official
+ViTPose++ settings (AdamW lr 1e-3, wd 0.1, layer decay 0.75 for B, 210 epochs with ×0.1 at 170
+and 200, warm-up 500 steps, batch 128 × 8 GPUs shared by the tasks). Deviations from the official
+recipe (DESIGN §6): UDP targets for every task; each task's loss averaged over its own samples.
+"""
+
+from vitpose_jax import configlib
+from vitpose_jax.models import VARIANTS
+
+import ml_collections
+
+TASKS = {
+    # task: (schema, synthetic population)
+    'coco': ('coco17', 'adult'),
+    'wholebody': ('coco_wholebody133', 'adult_wholebody'),
+    'infant': ('infant_smil25', 'infant'),
+    'wheelchair': ('wheelchair23', 'wheelchair'),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = configlib.parse_arg(arg, variant='micro', runlocal=False, tasks='', batch=0)
+  names = arg.tasks.split('+') if arg.tasks else list(TASKS)
+  unknown = [t for t in names if t not in TASKS]
+  if unknown:
+    raise ValueError(f'unknown task(s) {unknown}; known: {", ".join(TASKS)}')
+  real_scale = arg.variant in ('S', 'B', 'L', 'H')
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = dict(
+      variant=arg.variant, decoder='classic', expert_dim=-1,  # -1: the variant's P
+      eps=1e-6, drop_path=VARIANTS[arg.variant].drop_path if real_scale else 0.0,
+      remat=False, dtype='float32', image_size=(256, 192),
+  )
+  num_train, num_val = (48, 8) if arg.runlocal else (800, 100)
+  per_task_batch = arg.batch or (2 if arg.runlocal else (128 if real_scale else 8))
+  config.tasks = {}
+  for i, name in enumerate(names):
+    schema, population = TASKS[name]
+    config.tasks[name] = dict(
+        schema=schema, expert=i,
+        train=dict(source='synthetic', population=population, num=num_train, seed=0),
+        val=dict(source='synthetic', population=population, num=num_val, seed=0),
+        batch_size=per_task_batch, loss_weight=1.0,
+    )
+  config.epoch_task = names[0]
+  config.total_steps = 3 if arg.runlocal else (None if real_scale else 600)
+  config.total_epochs = 210 if real_scale else None
+  config.total_examples = None
+  config.optimizer = dict(lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, clip_norm=1.0,
+                          layer_decay=VARIANTS[arg.variant].layer_decay_multitask)
+  config.schedule = dict(
+      kind='step' if real_scale else 'cosine', warmup_steps=2 if arg.runlocal else
+      (500 if real_scale else 50), warmup_ratio=1e-3,
+      decay_epochs=(170, 200), decay_factor=0.1, min_lr_ratio=0.01,
+  )
+  config.data = dict(num_workers=0, threads=2, prefetch_batches=4, sigma=2.0)
+  config.evals = {
+      name: dict(type='keypoints', task=name, data=config.tasks[name].val.to_dict(),
+                 batch_size=32)
+      for name in names
+  }
+  config.eval_every_steps = 0  # 0: only at the end
+  config.log_every_steps = 1 if arg.runlocal else 20
+  config.checkpoint = dict(every_steps=2 if arg.runlocal else 200, keep=2,
+                           best_metric='mean/AP')
+  config.init_from = ''
+  config.plots = 4  # images drawn per task under RUN/plots/
+  return config

@@ -1,0 +1,95 @@
+"""The trainer end to end on tiny models: run directory, resumption, data parallelism, failures."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vitpose_jax import train
+
+CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py')
+
+
+def _config(arg='runlocal,variant=nano,tasks=coco+infant', **overrides):
+  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location('multitask_config', CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  with config.unlocked():
+    for key, value in overrides.items():
+      target = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        target = target[p]
+      target[leaf] = value
+  return config
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('cache'))
+  old = os.environ.get('VITPOSE_JAX_CACHE')
+  os.environ['VITPOSE_JAX_CACHE'] = path
+  yield path
+  if old is None:
+    del os.environ['VITPOSE_JAX_CACHE']
+  else:
+    os.environ['VITPOSE_JAX_CACHE'] = old
+
+
+def test_runlocal_writes_the_run_directory_and_a_rerun_resumes(cache, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  metrics = train.train_and_evaluate(_config(), workdir)
+  assert metrics['step'] == 3
+  assert {'coco/AP', 'infant/AP', 'infant/PCKh@0.5', 'mean/AP', 'train/loss'} <= set(metrics)
+  names = set(os.listdir(workdir))
+  assert {'config.json', 'model.json', 'checkpoints', 'metrics.json', 'plots'} <= names
+  assert any(n.startswith('events') for n in names)
+  assert json.loads(open(os.path.join(workdir, 'metrics.json')).read())['step'] == 3
+  assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == ['coco.png', 'infant.png']
+  again = train.train_and_evaluate(_config(total_steps=5), workdir)
+  assert again['step'] == 5
+  assert 'resuming' in capsys.readouterr().out
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step(cache, tmp_path):
+  config = _config(**{'tasks.infant.loss_weight': float('nan')})
+  with pytest.raises(train.TrainingError, match='non-finite loss nan at step 1'):
+    train.train_and_evaluate(config, str(tmp_path / 'nan'))
+
+
+_LOSSES = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_train import _config
+    from vitpose_jax import train
+    import jax
+    config = _config(total_steps=3, evals={{}}, plots=0,
+                     **{{'tasks.coco.batch_size': 8, 'tasks.infant.batch_size': 8,
+                        'checkpoint.every_steps': 100, 'log_every_steps': 1}})
+    train.train_and_evaluate(config, {workdir!r})
+    print('DEVICES', jax.device_count())
+''')
+
+
+def _losses(devices, workdir, cache):
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+         'VITPOSE_JAX_CACHE': cache, 'JAX_PLATFORMS': 'cpu'}
+  code = _LOSSES.format(tests=os.path.dirname(__file__), workdir=workdir)
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f'DEVICES {devices}' in out.stdout
+  return [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith('step ')]
+
+
+def test_one_and_eight_devices_give_the_same_losses(cache, tmp_path):
+  one = _losses(1, str(tmp_path / 'one'), cache)
+  eight = _losses(8, str(tmp_path / 'eight'), cache)
+  assert len(one) == 3
+  assert one == pytest.approx(eight, rel=1e-5)

@@ -1,0 +1,39 @@
+"""Config helpers in the big_vision style: ``--config=configs/x.py:variant=B,runlocal``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses ``"k=v,flag"`` into a locked ConfigDict of ``defaults``' keys and types.
+
+  A bare ``flag`` means True; values are converted to the default's type; an unknown key is an
+  error naming the known ones, so a mistyped argument cannot pass silently.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f'unknown config argument {key!r}; known: {", ".join(defaults)}')
+    default = defaults[key]
+    if not _:
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'config argument {key}={value!r} is not a boolean')
+      out[key] = value.lower() in ('true', '1')
+    elif default is None:
+      out[key] = value
+    else:
+      try:
+        out[key] = type(default)(value)
+      except ValueError:
+        raise ValueError(f'config argument {key}={value!r} is not a {type(default).__name__}'
+                         ) from None
+  config = ml_collections.ConfigDict(out)
+  config.lock()
+  return config

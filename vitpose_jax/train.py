@@ -1,0 +1,359 @@
+"""Multi-task training: ``train_and_evaluate(config, workdir)`` → final metrics (DESIGN §3).
+
+One factorized model, one global batch per step holding every task's share (static shapes), a
+``jax.jit`` step over a 1-D device ``Mesh`` (axis ``data``: batch sharded, state replicated and
+donated). Heatmap targets are made on device from the batch's crop keypoints; each task's
+JointsMSE is averaged over that task's own samples, then weighted by its ``loss_weight``.
+
+The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax: ``model``,
+``opt_state``, ``train`` (step, rng) and ``data`` (the grain iterator state) per step),
+metrics.json, TensorBoard events, plots/. Re-running on the same workdir resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vitpose_jax import checkpoint, codec, models, optim, skeletons
+from vitpose_jax.data import pipeline, transforms
+from vitpose_jax.draw import draw_pose
+
+_DEVICE_KEYS = ('image', 'keypoints')
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (a non-finite loss, an inconsistent config); the message says where."""
+
+
+def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
+  """The network a training config describes (``config.model`` + one task per
+  ``config.tasks``)."""
+  m = config.model
+  variant = models.VARIANTS[m.variant]
+  expert_dim = variant.expert_dim if m.expert_dim < 0 else m.expert_dim
+  tasks = tuple(
+      models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i), head=m.decoder)
+      for i, (name, t) in enumerate(config.tasks.items()))
+  return models.model_config(
+      m.variant, tasks, factorized=expert_dim > 0, decoder=m.decoder, eps=m.eps,
+      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, image_size=tuple(m.image_size),
+      **({'expert_dim': expert_dim} if expert_dim > 0 else {}))
+
+
+def _init_from(model: models.VitPose, path: str) -> list[str]:
+  """Loads weights of another run or converted checkpoint: the backbone's shared parts, and the
+  experts and heads of tasks with the same name and schema. Returns what was loaded."""
+  source, _ = checkpoint.load_model(path)
+  src = nnx.to_pure_dict(nnx.state(source))
+  dst = nnx.to_pure_dict(nnx.state(model))
+  src_blocks, dst_blocks = src['backbone']['blocks'], dst['backbone']['blocks']
+  if len(src_blocks) != len(dst_blocks):
+    raise TrainingError(f'init_from {path}: depth {len(src_blocks)} != {len(dst_blocks)}')
+  loaded = ['backbone']
+
+  def copy(a, b, where):
+    def check(x, y):
+      if np.shape(x) != np.shape(y):
+        raise TrainingError(f'init_from {path}: {where} has shape {np.shape(x)}, the model '
+                            f'needs {np.shape(y)}')
+      return x
+    return jax.tree.map(check, a, b)
+
+  for key in ('patch_embed', 'pos_embed', 'last_norm'):
+    dst['backbone'][key] = copy(src['backbone'][key], dst['backbone'][key], f'backbone.{key}')
+  for i, block in src_blocks.items():
+    for key in ('norm1', 'attn', 'norm2'):
+      dst_blocks[i][key] = copy(block[key], dst_blocks[i][key], f'blocks.{i}.{key}')
+    for key in ('fc1', 'fc2'):
+      dst_blocks[i]['mlp'][key] = copy(block['mlp'][key], dst_blocks[i]['mlp'][key],
+                                       f'blocks.{i}.mlp.{key}')
+  for task in model.config.tasks:
+    if (task.name not in source.config.task_names
+        or source.config.task(task.name).skeleton != task.skeleton):
+      continue
+    old = source.config.task(task.name)
+    if model.config.factorized and source.config.factorized:
+      for i, block in src_blocks.items():
+        dst_blocks[i]['mlp']['experts'][task.expert] = copy(
+            block['mlp']['experts'][old.expert], dst_blocks[i]['mlp']['experts'][task.expert],
+            f'blocks.{i}.mlp.experts.{old.expert}')
+    if old.head == task.head:
+      dst['heads'][task.name] = copy(src['heads'][task.name], dst['heads'][task.name],
+                                     f'heads.{task.name}')
+      loaded.append(task.name)
+  state = nnx.state(model)
+  nnx.replace_by_pure_dict(state, dst)
+  nnx.update(model, state)
+  return loaded
+
+
+def _sources(config, split_key: str):
+  out = {}
+  for name, t in config.tasks.items():
+    schema = skeletons.get(t.schema)
+    split = 'train' if split_key == 'train' else 'val'
+    out[name] = pipeline.open_source(t[split_key].to_dict(), schema, split=split)
+  return out
+
+
+def _plots(predictor, config, workdir: str):
+  """Predictions on the first validation instances of each task, drawn under RUN/plots/."""
+  from PIL import Image
+
+  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+  sources = _sources(config, 'val')
+  for name, source in sources.items():
+    skeleton = predictor.config.task(name).skeleton
+    tiles = []
+    for i in range(min(config.plots, len(source))):
+      element = source[i]
+      (instance,) = predictor.predict_image(name, element['image'], [element['bbox'].tolist()])
+      tiles.append(draw_pose(element['image'], [instance['keypoints']], skeleton,
+                             boxes=[element['bbox'].tolist()]))
+    if not tiles:
+      continue
+    height = max(t.height for t in tiles)
+    grid = Image.new('RGB', (sum(t.width for t in tiles), height))
+    x = 0
+    for t in tiles:
+      grid.paste(t, (x, 0))
+      x += t.width
+    grid.save(os.path.join(workdir, 'plots', f'{name}.png'))
+
+
+def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
+  from vitpose_jax.evaluation import run_evaluators
+  from vitpose_jax.predict import Predictor
+
+  predictor = Predictor(model)
+  metrics = run_evaluators(config.evals.to_dict(), predictor)
+  for k, v in metrics.items():
+    if isinstance(v, (int, float)):
+      writer.add_scalar(f'eval/{k}', v, step)
+  if config.plots:
+    _plots(predictor, config, workdir)
+  return metrics
+
+
+class _Stop:
+  """SIGTERM / SIGINT ask the loop to checkpoint and stop after the current step."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from ``workdir`` when it holds checkpoints), evaluates, writes the run
+  directory and returns the final metrics."""
+  from tensorboardX import SummaryWriter
+
+  os.makedirs(workdir, exist_ok=True)
+  mcfg = model_config(config)
+  image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
+  devices = jax.devices()
+  mesh = Mesh(np.array(devices), ('data',))
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P('data'))
+  for name, t in config.tasks.items():
+    if t.batch_size % len(devices):
+      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
+                          f'{len(devices)} devices')
+
+  # Data: one stream per task, zipped into global batches; the host feeds its local share.
+  sources = _sources(config, 'train')
+  tasks = []
+  for name, t in config.tasks.items():
+    schema = mcfg.task(name).skeleton
+    tasks.append(pipeline.TaskData(name, schema, sources[name], t.batch_size,
+                                   tuple(transforms.train_transforms(schema, image_size))))
+  dataset = pipeline.train_dataset(tasks, seed=config.seed, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
+                                    num_threads=config.data.threads,
+                                    prefetch_batches=config.data.prefetch_batches)
+
+  # Durations are converted to steps once, here.
+  epoch_task = config.get('epoch_task') or next(iter(config.tasks))
+  steps_per_epoch = max(1, len(sources[epoch_task]) // config.tasks[epoch_task].batch_size)
+  global_batch = sum(t.batch_size for t in config.tasks.values())
+  total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
+  sched_cfg = config.schedule
+  lr_schedule = optim.schedule(
+      base_lr=config.optimizer.lr, total_steps=total_steps,
+      warmup_steps=sched_cfg.warmup_steps, warmup_ratio=sched_cfg.warmup_ratio,
+      kind=sched_cfg.kind,
+      decay_steps=tuple(int(e * steps_per_epoch) for e in sched_cfg.decay_epochs),
+      decay_factor=sched_cfg.decay_factor, min_lr_ratio=sched_cfg.min_lr_ratio)
+
+  model = models.create_model(mcfg, seed=config.seed)
+  if config.init_from:
+    logging.info('init_from %s: loaded %s', config.init_from, _init_from(model, config.init_from))
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  opt = config.optimizer
+  tx = optim.make_optimizer(params, depth=mcfg.depth,
+                            weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,
+                            schedule=lr_schedule, b1=opt.b1, b2=opt.b2, clip_norm=opt.clip_norm)
+  state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
+           'step': jnp.zeros((), jnp.int32),
+           'rng': jax.random.key_data(jax.random.key(config.seed))}
+  state = jax.device_put(state, replicated)
+
+  joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
+  loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
+  sigma = config.data.sigma
+
+  def train_step(state, batch):
+    rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
+
+    def loss_fn(params, batch_stats):
+      # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
+      # the running trace: rebuilding the pytree makes fresh ones here.
+      net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
+      heatmaps, _ = net({t: b['image'] for t, b in batch.items()}, train=True, rng=step_rng)
+      losses = {}
+      for t, b in batch.items():
+        target, weight = codec.udp_targets(b['keypoints'], image_size=image_size,
+                                           heatmap_size=heatmap_size, sigma=sigma)
+        losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
+      total = sum(loss_weights[t] * losses[t] for t in losses)
+      return total, (losses, nnx.state(net, nnx.BatchStat))
+
+    (loss, (losses, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'], state['batch_stats'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
+               'train/param_norm': optax.tree.norm(params),
+               'train/lr': lr_schedule(state['step'])}
+    metrics.update({f'train/{t}_loss': v for t, v in losses.items()})
+    new_state = {'params': params, 'batch_stats': stats, 'opt_state': opt_state,
+                 'step': state['step'] + 1, 'rng': jax.random.key_data(rng)}
+    return new_state, metrics
+
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+  step_fn = jax.jit(train_step, out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+  def to_device(batch):
+    return {t: {k: jax.make_array_from_process_local_data(sharded, np.asarray(b[k]))
+                for k in _DEVICE_KEYS} for t, b in batch.items()}
+
+  # Run directory and resumption.
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=1))
+  mcfg.save(os.path.join(workdir, 'model.json'))
+  mngr = checkpoint.manager(workdir, max_to_keep=config.checkpoint.keep)
+
+  def save(step: int):
+    net = nnx.merge(graphdef, state['params'], state['batch_stats'])
+    mngr.save(step, args=ocp.args.Composite(**{
+        checkpoint.MODEL_ITEM: ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(net))),
+        'opt_state': ocp.args.StandardSave(state['opt_state']),
+        'train': ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
+        'data': ocp.args.JsonSave(iterator.get_state()),
+    }), force=True)
+
+  start = mngr.latest_step()
+  if start is not None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            state)
+    net = nnx.merge(graphdef, state['params'], state['batch_stats'])
+    restored = mngr.restore(start, args=ocp.args.Composite(**{
+        checkpoint.MODEL_ITEM: ocp.args.StandardRestore(
+            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                         nnx.to_pure_dict(nnx.state(net)))),
+        'opt_state': ocp.args.StandardRestore(abstract['opt_state']),
+        'train': ocp.args.StandardRestore({'step': abstract['step'], 'rng': abstract['rng']}),
+        'data': ocp.args.JsonRestore(),
+    }))
+    net_state = nnx.state(net)
+    nnx.replace_by_pure_dict(net_state, restored[checkpoint.MODEL_ITEM])
+    nnx.update(net, net_state)
+    _, params, batch_stats = nnx.split(net, nnx.Param, nnx.BatchStat)
+    state = {'params': params, 'batch_stats': batch_stats, 'opt_state': restored['opt_state'],
+             'step': restored['train']['step'], 'rng': restored['train']['rng']}
+    iterator.set_state(restored['data'])
+    logging.info('resumed from step %d', start)
+    print(f'resuming {workdir} from step {start}', flush=True)
+  step = int(state['step'])
+
+  writer = SummaryWriter(workdir)
+  last_loss = float('nan')
+  t_log, n_log = time.perf_counter(), 0
+  t_start = time.perf_counter()
+  with _Stop() as stop:
+    while step < total_steps:
+      batch = to_device(next(iterator))
+      state, metrics = step_fn(state, batch)
+      step += 1
+      n_log += 1
+      loss = float(metrics['train/loss'])
+      if not np.isfinite(loss):
+        writer.close()
+        raise TrainingError(f'non-finite loss {loss} at step {step}; the last checkpoint '
+                            f'(step {mngr.latest_step()}) is intact')
+      last_loss = loss
+      if step % config.log_every_steps == 0 or step == total_steps:
+        now = time.perf_counter()
+        rate = n_log * global_batch / (now - t_log)
+        for k, v in metrics.items():
+          writer.add_scalar(k, float(v), step)
+        writer.add_scalar('train/img_per_s', rate, step)
+        eta = (total_steps - step) * (now - t_start) / max(1, step - (start or 0))
+        print(f'step {step}/{total_steps}  loss {loss:.7g}  lr {float(metrics["train/lr"]):.2e}  '
+              f'{rate:.1f} img/s  ETA {eta / 60:.1f} min', flush=True)
+        t_log, n_log = now, 0
+      if step % config.checkpoint.every_steps == 0 or stop.signal:
+        save(step)
+      if stop.signal:
+        mngr.wait_until_finished()
+        print(f'{stop.signal}: checkpoint written at step {step}; stopping', flush=True)
+        writer.close()
+        raise SystemExit(143 if stop.signal == 'SIGTERM' else 130)
+      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
+        _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config, workdir,
+                  step, writer)
+  if mngr.latest_step() != step:
+    save(step)
+  mngr.wait_until_finished()
+  final = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
+                    workdir, step, writer)
+  final.update({'step': step, 'train/loss': last_loss})
+  with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+    json.dump(final, f, indent=1)
+  writer.close()
+  mngr.close()
+  return final
+
+
+def metric_summary(metrics: Mapping[str, Any]) -> str:
+  keys = sorted(k for k in metrics if k.endswith('/AP') or k == 'mean/AP')
+  return ', '.join(f'{k} {metrics[k]:.3f}' for k in keys)
