@@ -1,5 +1,7 @@
 """The multi-task pipeline: per-task batch composition, host sharding, checkpointable state."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,12 @@ def test_eval_batches_cover_the_source_once_in_order_with_a_padded_last_batch():
   ids = [int(i) for b, valid in batches for i in b['instance_id'][:valid]]
   assert ids == list(range(7))
   assert batches[-1][0]['instance_id'].tolist() == [6, 6, 6]
+
+
+def test_missing_synthetic_datasets_are_generated_in_parallel_processes(tmp_path):
+  specs = [('adult', 'val', 3, 0), ('infant', 'val', 3, 0), ('adult', 'val', 3, 0)]
+  pipeline.generate_synthetic(specs, cache_dir=str(tmp_path), workers=2)
+  for population in ('adult', 'infant'):
+    annotations, _ = pipeline.synthetic_dataset(population, 'val', 3, 0, str(tmp_path))
+    with open(annotations) as f:
+      assert len(json.load(f)['annotations']) == 3

@@ -93,3 +93,43 @@ def test_one_and_eight_devices_give_the_same_losses(cache, tmp_path):
   eight = _losses(8, str(tmp_path / 'eight'), cache)
   assert len(one) == 3
   assert one == pytest.approx(eight, rel=1e-5)
+
+
+_MAIN = [sys.executable, '-m', 'vitpose_jax.main',
+         f'--config={CONFIG}:runlocal,variant=nano,tasks=coco+infant']
+
+
+def _params(workdir):
+  import numpy as np
+  import jax
+  from flax import nnx
+  from vitpose_jax import checkpoint
+
+  model, step = checkpoint.load_model(workdir)
+  return step, [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+
+
+def test_sigterm_checkpoints_the_step_reached_and_resuming_matches_a_straight_run(cache, tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': cache}
+  flags = ['--config.total_steps=8', '--config.checkpoint.every_steps=100', '--config.evals={}',
+           '--config.plots=0']
+  straight = str(tmp_path / 'straight')
+  subprocess.run(_MAIN + flags + [f'--workdir={straight}'], env=env, check=True,
+                 capture_output=True)
+  interrupted = str(tmp_path / 'interrupted')
+  proc = subprocess.Popen(_MAIN + flags + [f'--workdir={interrupted}'], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  for line in proc.stdout:
+    if line.startswith('step 2/'):
+      proc.send_signal(subprocess.signal.SIGTERM)
+      break
+  out = proc.stdout.read()
+  assert proc.wait(timeout=120) == 143
+  reached = int(out.split('checkpoint written at step ')[1].split(';')[0])
+  assert 2 <= reached < 8
+  assert _params(interrupted)[0] == reached
+  subprocess.run(_MAIN + flags + [f'--workdir={interrupted}'], env=env, check=True,
+                 capture_output=True)
+  (step_a, a), (step_b, b) = _params(straight), _params(interrupted)
+  assert step_a == step_b == 8
+  assert all((x == y).all() for x, y in zip(a, b))

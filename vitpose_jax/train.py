@@ -103,6 +103,11 @@ def _init_from(model: models.VitPose, path: str) -> list[str]:
 
 
 def _sources(config, split_key: str):
+  specs = [(t[k].population, 'train' if k == 'train' else 'val', int(t[k].num),
+            int(t[k].get('seed', 0)))
+           for t in config.tasks.values() for k in ('train', 'val')
+           if t[k].get('source') == 'synthetic']
+  pipeline.generate_synthetic(specs)
   out = {}
   for name, t in config.tasks.items():
     schema = skeletons.get(t.schema)
