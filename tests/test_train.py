@@ -133,3 +133,37 @@ def test_sigterm_checkpoints_the_step_reached_and_resuming_matches_a_straight_ru
   (step_a, a), (step_b, b) = _params(straight), _params(interrupted)
   assert step_a == step_b == 8
   assert all((x == y).all() for x, y in zip(a, b))
+
+
+def _free_port() -> int:
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, tmp_path):
+  flags = ['--config.total_steps=3', '--config.evals={}', '--config.plots=0',
+           '--config.log_every_steps=1', '--config.tasks.coco.batch_size=4',
+           '--config.tasks.infant.batch_size=4']
+
+  def env(devices):
+    return {**os.environ, 'VITPOSE_JAX_CACHE': cache, 'JAX_PLATFORMS': 'cpu',
+            'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+
+  def losses(text):
+    return [float(line.split()[3]) for line in text.splitlines() if line.startswith('step ')]
+
+  one = subprocess.run(_MAIN + flags + [f'--workdir={tmp_path / "one"}'], env=env(4),
+                       capture_output=True, text=True)
+  assert one.returncode == 0, one.stderr[-2000:]
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _MAIN + flags + [f'--workdir={tmp_path / "two"}', f'--coordinator_address=127.0.0.1:{port}',
+                       '--num_processes=2', f'--process_id={i}'],
+      env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+  assert len(losses(one.stdout)) == 3
+  assert losses(outs[0][0]) == pytest.approx(losses(one.stdout), rel=1e-5)

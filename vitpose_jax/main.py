@@ -33,6 +33,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
 
   if _DISTRIBUTED.value or _COORDINATOR.value:
+    # Cross-process collectives on CPU need gloo (GPU and TPU bring their own).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   from vitpose_jax import train

@@ -155,6 +155,16 @@ def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
   return metrics
 
 
+class _NullWriter:
+  """Stands in for the TensorBoard writer on every process but the first."""
+
+  def add_scalar(self, *args, **kwargs):
+    pass
+
+  def close(self):
+    pass
+
+
 class _Stop:
   """SIGTERM / SIGINT ask the loop to checkpoint and stop after the current step."""
 
@@ -271,10 +281,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {t: {k: jax.make_array_from_process_local_data(sharded, np.asarray(b[k]))
                 for k in _DEVICE_KEYS} for t, b in batch.items()}
 
-  # Run directory and resumption.
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=1))
-  mcfg.save(os.path.join(workdir, 'model.json'))
+  # Run directory and resumption. Process 0 writes the files; every process takes part in
+  # checkpointing (Orbax coordinates them).
+  primary = jax.process_index() == 0
+  if primary:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=1))
+    mcfg.save(os.path.join(workdir, 'model.json'))
   mngr = checkpoint.manager(workdir, max_to_keep=config.checkpoint.keep)
 
   def save(step: int):
@@ -308,9 +321,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     iterator.set_state(restored['data'])
     logging.info('resumed from step %d', start)
     print(f'resuming {workdir} from step {start}', flush=True)
-  step = int(state['step'])
+  step = int(state['step'].addressable_data(0))
 
-  writer = SummaryWriter(workdir)
+  writer = SummaryWriter(workdir) if primary else _NullWriter()
+  # The evaluators run the model on this host's devices; across hosts, evaluate the run
+  # afterwards with `python -m vitpose_jax.evaluate --workdir`.
+  evaluate = jax.process_count() == 1
+  if not evaluate and primary:
+    logging.warning('multi-process run: skipping in-training evaluation and plots; run '
+                    'python -m vitpose_jax.evaluate --workdir %s afterwards', workdir)
   last_loss = float('nan')
   t_log, n_log = time.perf_counter(), 0
   t_start = time.perf_counter()
@@ -320,7 +339,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, metrics = step_fn(state, batch)
       step += 1
       n_log += 1
-      loss = float(metrics['train/loss'])
+      # Replicated values are read from this host's copy: across processes a global array is not
+      # fully addressable.
+      metrics = {k: float(v.addressable_data(0)) for k, v in metrics.items()}
+      loss = metrics['train/loss']
       if not np.isfinite(loss):
         writer.close()
         raise TrainingError(f'non-finite loss {loss} at step {step}; the last checkpoint '
@@ -330,11 +352,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         now = time.perf_counter()
         rate = n_log * global_batch / (now - t_log)
         for k, v in metrics.items():
-          writer.add_scalar(k, float(v), step)
+          writer.add_scalar(k, v, step)
         writer.add_scalar('train/img_per_s', rate, step)
         eta = (total_steps - step) * (now - t_start) / max(1, step - (start or 0))
-        print(f'step {step}/{total_steps}  loss {loss:.7g}  lr {float(metrics["train/lr"]):.2e}  '
-              f'{rate:.1f} img/s  ETA {eta / 60:.1f} min', flush=True)
+        if primary:
+          print(f'step {step}/{total_steps}  loss {loss:.7g}  lr {metrics["train/lr"]:.2e}  '
+                f'{rate:.1f} img/s  ETA {eta / 60:.1f} min', flush=True)
         t_log, n_log = now, 0
       if step % config.checkpoint.every_steps == 0 or stop.signal:
         save(step)
@@ -343,17 +366,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         print(f'{stop.signal}: checkpoint written at step {step}; stopping', flush=True)
         writer.close()
         raise SystemExit(143 if stop.signal == 'SIGTERM' else 130)
-      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
+      if (evaluate and config.eval_every_steps and step % config.eval_every_steps == 0
+          and step < total_steps):
         _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config, workdir,
                   step, writer)
   if mngr.latest_step() != step:
     save(step)
   mngr.wait_until_finished()
-  final = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
-                    workdir, step, writer)
+  final = (_evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
+                     workdir, step, writer) if evaluate else {})
   final.update({'step': step, 'train/loss': last_loss})
-  with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
-    json.dump(final, f, indent=1)
+  if primary:
+    with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+      json.dump(final, f, indent=1)
   writer.close()
   mngr.close()
   return final

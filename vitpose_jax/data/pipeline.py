@@ -153,21 +153,45 @@ class _ZipTasks(grain.MapDataset):
     return f'ZipTasks({", ".join(self._names)})'
 
 
+class _LocalPart(grain.MapDataset):
+  """This host's part of every global batch: local element j is global element
+  (j // local) · global_batch + offset + j % local."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, local: int, offset: int):
+    super().__init__(parent)
+    self._global, self._local, self._offset = global_batch, local, offset
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    step, j = divmod(index, self._local)
+    return self._parent[step * self._global + self._offset + j]
+
+  def __str__(self) -> str:
+    return f'LocalPart(offset={self._offset}, local={self._local}, global={self._global})'
+
+
 def train_dataset(tasks: Sequence[TaskData], *, seed: int, process_index: int = 0,
                   process_count: int = 1) -> grain.MapDataset:
-  """The infinite training stream of this host: element i is global batch i's local part."""
+  """The infinite training stream of this host: element i is global batch i's local part.
+
+  Every host walks the same shuffled global stream and takes its own slice of each global batch,
+  so the global batches (and with them the losses) do not depend on how many hosts share them.
+  """
   streams = {}
   for task in tasks:
     if task.batch_size % process_count:
       raise DataError(f'task {task.name!r}: batch_size {task.batch_size} is not divisible by '
                       f'the {process_count} processes')
-    if len(task.source) < process_count:
-      raise DataError(f'task {task.name!r}: {len(task.source)} instances cannot be sharded '
-                      f'over {process_count} processes')
     ds = grain.MapDataset.source(task.source).seed(_task_seed(seed, task.name))
-    ds = ds[process_index::process_count].shuffle().repeat()
+    ds = ds.shuffle().repeat()
     ds = ds.apply(list(task.transforms)) if task.transforms else ds
-    streams[task.name] = ds.batch(task.batch_size // process_count, drop_remainder=True)
+    local = task.batch_size // process_count
+    ds = _LocalPart(ds, task.batch_size, local, process_index * local)
+    streams[task.name] = ds.batch(local, drop_remainder=True)
   return _ZipTasks(streams)
 
 
