@@ -85,6 +85,18 @@ def test_lr_scales_are_rate_to_the_layers_left(model, params):
     assert scale == rate ** (depth + 1 - optim.layer_id(path, depth))
   assert flat(scales)[('backbone', 'pos_embed')] == rate ** (depth + 1)
   assert flat(scales)[('heads', 'coco17', 'final_layer', 'kernel')] == 1.0
+  # Hard-coded for the depth-2 model and rate 0.75, group by group.
+  assert depth == 2
+  expected = {('backbone', 'patch_embed', 'proj', 'kernel'): 0.421875,
+              ('backbone', 'pos_embed'): 0.421875,
+              ('backbone', 'blocks', 0, 'attn', 'qkv', 'kernel'): 0.5625,
+              ('backbone', 'blocks', 0, 'mlp', 'fc2', 'bias'): 0.5625,
+              ('backbone', 'blocks', 1, 'norm2', 'scale'): 0.75,
+              ('backbone', 'blocks', 1, 'mlp', 'experts', 0, 'kernel'): 0.75,
+              ('backbone', 'last_norm', 'bias'): 1.0,
+              ('heads', 'coco17', 'deconv_layers', 0, 'kernel'): 1.0}
+  for path, value in expected.items():
+    assert flat(scales)[path] == value, path
 
 
 def test_weight_decay_mask_skips_biases_norms_and_pos_embed(params):
