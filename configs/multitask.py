@@ -41,7 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.model = dict(
-      variant=arg.variant, decoder='classic', expert_dim=-1,  # -1: the variant's P
+      variant=arg.variant, decoder='classic',
+      expert_dim=-1, deconv_channels=-1,  # -1: the variant's value
       eps=1e-6, drop_path=VARIANTS[arg.variant].drop_path if real_scale else 0.0,
       remat=False, dtype='float32', image_size=(256, 192),
   )

@@ -49,10 +49,13 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   tasks = tuple(
       models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i), head=m.decoder)
       for i, (name, t) in enumerate(config.tasks.items()))
+  overrides = {'expert_dim': expert_dim} if expert_dim > 0 else {}
+  if m.get('deconv_channels', -1) > 0:
+    overrides['deconv_channels'] = m.deconv_channels
   return models.model_config(
       m.variant, tasks, factorized=expert_dim > 0, decoder=m.decoder, eps=m.eps,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, image_size=tuple(m.image_size),
-      **({'expert_dim': expert_dim} if expert_dim > 0 else {}))
+      **overrides)
 
 
 def _init_from(model: models.VitPose, path: str) -> list[str]:

@@ -33,7 +33,7 @@ VARIANTS: dict[str, Variant] = {
     'L': Variant(1024, 24, 16, 256, 0.5, 0.8, 0.8),
     'H': Variant(1280, 32, 16, 320, 0.55, 0.85, 0.8),
     'Ti': Variant(192, 12, 3, 48, 0.1, 0.8, 0.8, deconv_channels=128),
-    'micro': Variant(96, 4, 3, 24, 0.0, 0.8, 0.8, deconv_channels=64),
+    'micro': Variant(96, 4, 3, 24, 0.0, 0.8, 0.8, deconv_channels=32),
     'nano': Variant(32, 2, 2, 8, 0.0, 0.8, 0.8, deconv_channels=16),
 }
 
