@@ -167,3 +167,31 @@ def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, t
   assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
   assert len(losses(one.stdout)) == 3
   assert losses(outs[0][0]) == pytest.approx(losses(one.stdout), rel=1e-5)
+
+
+def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):
+  import numpy as np
+  from flax import nnx
+  from conftest import randomize
+  from vitpose_jax import checkpoint, models
+
+  source = randomize(models.create_model(models.model_config(
+      'nano', {'coco': 'coco17', 'infant': 'infant_smil25'})), seed=1)
+  checkpoint.save_model(str(tmp_path / 'src'), source)
+  target = models.create_model(models.model_config(
+      'nano', {'wheelchair': 'wheelchair23', 'coco': 'coco17'}))
+  fresh = nnx.to_pure_dict(nnx.state(target))
+  assert train._init_from(target, str(tmp_path / 'src')) == ['backbone', 'coco']
+  src, dst = nnx.to_pure_dict(nnx.state(source)), nnx.to_pure_dict(nnx.state(target))
+  np.testing.assert_array_equal(dst['backbone']['pos_embed'], src['backbone']['pos_embed'])
+  block_src, block_dst = src['backbone']['blocks'][1]['mlp'], dst['backbone']['blocks'][1]['mlp']
+  np.testing.assert_array_equal(block_dst['fc2']['kernel'], block_src['fc2']['kernel'])
+  # coco is expert 0 in the source and expert 1 in the target; wheelchair keeps its fresh init.
+  np.testing.assert_array_equal(block_dst['experts'][1]['kernel'],
+                                block_src['experts'][0]['kernel'])
+  np.testing.assert_array_equal(block_dst['experts'][0]['kernel'],
+                                fresh['backbone']['blocks'][1]['mlp']['experts'][0]['kernel'])
+  np.testing.assert_array_equal(dst['heads']['coco']['final_layer']['kernel'],
+                                src['heads']['coco']['final_layer']['kernel'])
+  np.testing.assert_array_equal(dst['heads']['wheelchair']['final_layer']['kernel'],
+                                fresh['heads']['wheelchair']['final_layer']['kernel'])
