@@ -31,6 +31,7 @@ from PIL import Image
 from vitpose_jax import checkpoint, codec, models
 from vitpose_jax.data import coco, transforms
 from vitpose_jax.draw import draw_pose
+from vitpose_jax.evaluation import metrics
 
 
 class Predictor:
@@ -110,13 +111,8 @@ class Predictor:
       centers.append(center)
       scales.append(scale)
     kps = self.keypoints(task, np.stack(crops), np.stack(centers), np.stack(scales))
-    out = []
-    for box, box_score, k in zip(boxes, box_scores, kps):
-      confident = k[:, 2][k[:, 2] > 0.2]
-      mean = float(confident.mean()) if confident.size else 0.0
-      out.append({'bbox': [float(v) for v in box], 'score': float(box_score) * mean,
-                  'keypoints': k})
-    return out
+    return metrics.rescore([{'bbox': [float(v) for v in box], 'score': float(box_score),
+                             'keypoints': k} for box, box_score, k in zip(boxes, box_scores, kps)])
 
 
 def _read_boxes(path: str) -> tuple[list[list[float]], list[float]]:

@@ -42,6 +42,14 @@ class TaskData:
   transforms: tuple = ()  # grain Map / RandomMap transforms, applied in order
 
 
+def _synthetic_dir(population: str, split: str, num: int, seed: int,
+                   cache_dir: str | None) -> str:
+  from vitpose_jax.data import synthetic  # the renderer is only needed for synthetic data
+
+  return os.path.join(cache_dir or packing.cache_root(), 'synthetic',
+                      f'v{synthetic.GENERATOR_VERSION}', f'{population}-{split}-n{num}-s{seed}')
+
+
 def synthetic_dataset(population: str, split: str, num: int, seed: int = 0,
                       cache_dir: str | None = None) -> tuple[str, str]:
   """(annotations JSON, image folder) of a synthetic dataset, generated into the cache once.
@@ -51,11 +59,10 @@ def synthetic_dataset(population: str, split: str, num: int, seed: int = 0,
   if population not in SYNTHETIC_POPULATIONS:
     raise DataError(f'unknown synthetic population {population!r}; '
                     f'known: {", ".join(SYNTHETIC_POPULATIONS)}')
-  from vitpose_jax.data import synthetic  # the renderer is only needed here
+  from vitpose_jax.data import synthetic
 
-  root = os.path.join(cache_dir or packing.cache_root(), 'synthetic',
-                      f'v{synthetic.GENERATOR_VERSION}')
-  out = os.path.join(root, f'{population}-{split}-n{num}-s{seed}')
+  out = _synthetic_dir(population, split, num, seed, cache_dir)
+  root = os.path.dirname(out)
   annotations = os.path.join(out, 'annotations.json')
   if not os.path.isfile(annotations):
     os.makedirs(root, exist_ok=True)
@@ -80,12 +87,8 @@ def generate_synthetic(specs: Sequence[tuple[str, str, int, int]], *,
                        cache_dir: str | None = None, workers: int | None = None):
   """Generates the synthetic datasets (population, split, num, seed) missing from the cache, in
   parallel processes: the first default run spends most of its set-up time here."""
-  from vitpose_jax.data import synthetic
-
-  root = os.path.join(cache_dir or packing.cache_root(), 'synthetic',
-                      f'v{synthetic.GENERATOR_VERSION}')
   missing = [s for s in dict.fromkeys(specs) if not os.path.isfile(
-      os.path.join(root, f'{s[0]}-{s[1]}-n{s[2]}-s{s[3]}', 'annotations.json'))]
+      os.path.join(_synthetic_dir(*s, cache_dir), 'annotations.json'))]
   workers = min(len(missing), workers or os.cpu_count() or 1)
   if workers <= 1:
     for spec in missing:
