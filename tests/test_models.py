@@ -258,3 +258,30 @@ def test_importing_the_package_does_no_jax_work():
   code = 'import sys, vitpose_jax, vitpose_jax.skeletons; print("jax" in sys.modules)'
   out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True, text=True)
   assert out.stdout.strip() == 'False'
+
+
+@pytest.mark.parametrize('shape', [(2, 4, 3, 5), (1, 6, 6, 2)])
+def test_subpixel_deconv_equals_the_transposed_convolution_and_its_gradients(shape):
+  from vitpose_jax.models.heads import Deconv4x2
+  deconv = Deconv4x2(shape[-1], 3, rngs=nnx.Rngs(0))
+  kernel = jax.random.normal(jax.random.key(1), (4, 4, 3, shape[-1]))
+  x = jax.random.normal(jax.random.key(2), shape)
+  cot = jax.random.normal(jax.random.key(3), (shape[0], 2 * shape[1], 2 * shape[2], 3))
+
+  def reference(kernel, x):
+    # torch ConvTranspose2d(k4, s2, p1) in lax terms: padding k − 1 − p = 2 per side.
+    y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
+                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+    return jnp.sum(y * cot), y
+
+  graphdef, _ = nnx.split(deconv)
+
+  def ours(kernel, x):
+    y = nnx.merge(graphdef, nnx.State({'kernel': nnx.Param(kernel)}))(x)
+    return jnp.sum(y * cot), y
+
+  (_, want), want_grads = jax.value_and_grad(reference, argnums=(0, 1), has_aux=True)(kernel, x)
+  (_, got), got_grads = jax.value_and_grad(ours, argnums=(0, 1), has_aux=True)(kernel, x)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, atol=1e-4)
