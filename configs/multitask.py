@@ -17,7 +17,10 @@ and 200, warm-up 500 steps, batch 128 × 8 GPUs shared by the tasks). Deviations
 recipe (DESIGN §6): UDP targets for every task; each task's loss averaged over its own samples.
 """
 
+import dataclasses
+
 from vitpose_jax import configlib
+from vitpose_jax.data.transforms import AugmentConfig
 from vitpose_jax.models import VARIANTS
 
 import ml_collections
@@ -61,14 +64,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.total_steps = 3 if arg.runlocal else (None if real_scale else 600)
   config.total_epochs = 210 if real_scale else None
   config.total_examples = None
-  config.optimizer = dict(lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, clip_norm=1.0,
+  config.optimizer = dict(lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0,
                           layer_decay=VARIANTS[arg.variant].layer_decay_multitask)
   config.schedule = dict(
       kind='step' if real_scale else 'cosine', warmup_steps=2 if arg.runlocal else
       (500 if real_scale else 50), warmup_ratio=1e-3,
       decay_epochs=(170, 200), decay_factor=0.1, min_lr_ratio=0.01,
   )
-  config.data = dict(num_workers=0, threads=2, prefetch_batches=4, sigma=2.0)
+  config.data = dict(num_workers=0, threads=2, prefetch_batches=4, sigma=2.0,
+                     augment=dataclasses.asdict(AugmentConfig()))
   config.evals = {
       name: dict(type='keypoints', task=name, data=config.tasks[name].val.to_dict(),
                  batch_size=32)

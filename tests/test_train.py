@@ -195,3 +195,21 @@ def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):
                                 src['heads']['coco']['final_layer']['kernel'])
   np.testing.assert_array_equal(dst['heads']['wheelchair']['final_layer']['kernel'],
                                 fresh['heads']['wheelchair']['final_layer']['kernel'])
+
+
+def test_keeps_the_last_checkpoints_and_the_best_by_the_configured_metric(cache, tmp_path,
+                                                                          monkeypatch):
+  from vitpose_jax import checkpoint
+
+  scripted = iter([0.1, 0.5, 0.2])
+  monkeypatch.setattr(train, '_evaluate',
+                      lambda *args, **kwargs: {'mean/AP': next(scripted), 'coco/AP': 0.0})
+  workdir = str(tmp_path / 'best')
+  config = _config(total_steps=6, eval_every_steps=2, plots=0,
+                   **{'checkpoint.every_steps': 1, 'checkpoint.keep': 1})
+  metrics = train.train_and_evaluate(config, workdir)
+  assert metrics['mean/AP'] == 0.2
+  assert checkpoint.read_best(workdir) == {'metric': 'mean/AP', 'value': 0.5, 'step': 4}
+  assert sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints'))) == [4, 6]
+  assert checkpoint.load_model(workdir, step='best')[1] == 4
+  assert checkpoint.load_model(workdir)[1] == 6

@@ -8,6 +8,8 @@ training run, a converted checkpoint and an exported one are all opened the same
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 
 import jax
@@ -33,6 +35,37 @@ def manager(workdir: str, **options) -> ocp.CheckpointManager:
                                options=ocp.CheckpointManagerOptions(create=True, **options))
 
 
+def best_path(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'best.json')
+
+
+def read_best(workdir: str) -> dict | None:
+  """The run's best evaluation so far, ``{'metric', 'value', 'step'}``, or None."""
+  try:
+    with open(best_path(workdir)) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def write_best(workdir: str, best: dict):
+  tmp = best_path(workdir) + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(best, f, indent=1)
+  os.replace(tmp, best_path(workdir))
+
+
+def parse_step(value: str) -> int | str:
+  """A ``--step`` argument: a checkpoint step or ``best``."""
+  if value == 'best':
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f'--step must be a checkpoint step or "best", got {value!r}') from None
+
+
 def save_model(workdir: str, model: models.VitPose, step: int = 0):
   """Writes ``model.json`` and a checkpoint holding only the model (e.g. a converted one)."""
   os.makedirs(workdir, exist_ok=True)
@@ -43,9 +76,16 @@ def save_model(workdir: str, model: models.VitPose, step: int = 0):
     mngr.wait_until_finished()
 
 
-def load_model(workdir: str, *, step: int | None = None) -> tuple[models.VitPose, int]:
-  """The model of a run directory at ``step`` (default: the latest), and that step."""
+def load_model(workdir: str, *, step: int | str | None = None) -> tuple[models.VitPose, int]:
+  """The model of a run directory at ``step`` (default: the latest; ``'best'``: the checkpoint
+  with the best ``config.checkpoint.best_metric``), and that step."""
   config = models.ModelConfig.load(workdir)
+  if step == 'best':
+    best = read_best(workdir)
+    if best is None:
+      raise CheckpointError(f'{workdir}: no best.json (written when a run evaluates with '
+                            'config.checkpoint.best_metric set)')
+    step = best['step']
   if not os.path.isdir(checkpoint_dir(workdir)):
     raise CheckpointError(f'{workdir}: no checkpoints/ folder (a run directory holds model.json '
                           'and checkpoints/)')

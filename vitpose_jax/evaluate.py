@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--results', help='COCO results JSON to score (results mode)')
   parser.add_argument('--schema', help='schema whose sigmas score the results (results mode)')
   parser.add_argument('--workdir', help='run directory to evaluate')
-  parser.add_argument('--step', type=int, help='checkpoint step (default: the latest)')
+  parser.add_argument('--step', type=checkpoint.parse_step,
+                      help='checkpoint step, or "best" (default: the latest)')
   parser.add_argument('--task', help='task to evaluate (default: the evals of config.json)')
   parser.add_argument('--annotations', help='validation annotations (COCO format)')
   parser.add_argument('--images', help='validation image folder')

@@ -134,6 +134,7 @@ def make_optimizer(
     schedule: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
+    eps: float = 1e-8,
     clip_norm: float | None = 1.0,
     trainable: PyTree | Callable[[Path], bool] | None = None,
 ) -> optax.GradientTransformation:
@@ -150,7 +151,7 @@ def make_optimizer(
   """
   adamw = optax.chain(
       *([optax.clip_by_global_norm(clip_norm)] if clip_norm is not None else []),
-      optax.scale_by_adam(b1=b1, b2=b2),
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       optax.add_decayed_weights(weight_decay, weight_decay_mask(params)),
       optax.scale_by_learning_rate(schedule),
       _scale_per_param(lr_scales(params, depth, layer_decay)),

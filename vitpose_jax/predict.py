@@ -64,7 +64,7 @@ class Predictor:
     self._with_flip = jax.jit(with_flip, static_argnames='task')
 
   @classmethod
-  def from_run(cls, workdir: str, *, step: int | None = None, **kwargs) -> Predictor:
+  def from_run(cls, workdir: str, *, step: int | str | None = None, **kwargs) -> Predictor:
     model, _ = checkpoint.load_model(workdir, step=step)
     return cls(model, **kwargs)
 
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True, help='run directory (model.json + checkpoints)')
   parser.add_argument('--task', required=True, help='which task head to use')
-  parser.add_argument('--step', type=int, help='checkpoint step (default: the latest)')
+  parser.add_argument('--step', type=checkpoint.parse_step,
+                      help='checkpoint step, or "best" (default: the latest)')
   parser.add_argument('--image', help='an RGB image file')
   parser.add_argument('--boxes', help='JSON list of [x, y, w, h] or {"bbox": ..., "score": ...}')
   parser.add_argument('--out', help='keypoints JSON to write')

@@ -208,11 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # Data: one stream per task, zipped into global batches; the host feeds its local share.
   sources = _sources(config, 'train')
+  augment = transforms.AugmentConfig(**config.data.get('augment', {}))
   tasks = []
   for name, t in config.tasks.items():
     schema = mcfg.task(name).skeleton
     tasks.append(pipeline.TaskData(name, schema, sources[name], t.batch_size,
-                                   tuple(transforms.train_transforms(schema, image_size))))
+                                   tuple(transforms.train_transforms(schema, image_size, augment))))
   dataset = pipeline.train_dataset(tasks, seed=config.seed, process_index=jax.process_index(),
                                    process_count=jax.process_count())
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
@@ -239,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   opt = config.optimizer
   tx = optim.make_optimizer(params, depth=mcfg.depth,
                             weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,
-                            schedule=lr_schedule, b1=opt.b1, b2=opt.b2, clip_norm=opt.clip_norm)
+                            schedule=lr_schedule, b1=opt.b1, b2=opt.b2, eps=opt.get('eps', 1e-8),
+                            clip_norm=opt.clip_norm)
   state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
            'step': jnp.zeros((), jnp.int32),
            'rng': jax.random.key_data(jax.random.key(config.seed))}
@@ -291,7 +293,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=1))
     mcfg.save(os.path.join(workdir, 'model.json'))
-  mngr = checkpoint.manager(workdir, max_to_keep=config.checkpoint.keep)
+  # Retention is ours (the last `keep` steps plus the best one); Orbax's best_fn would keep the
+  # best N instead of the last N.
+  mngr = checkpoint.manager(workdir)
+  best_metric = config.checkpoint.get('best_metric') or ''
+  best = checkpoint.read_best(workdir)
 
   def save(step: int):
     net = nnx.merge(graphdef, state['params'], state['batch_stats'])
@@ -301,6 +307,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'train': ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
         'data': ocp.args.JsonSave(iterator.get_state()),
     }), force=True)
+
+  def prune():
+    mngr.wait_until_finished()
+    steps = sorted(mngr.all_steps())
+    keep = set(steps[-config.checkpoint.keep:]) if config.checkpoint.keep else set(steps)
+    if best is not None:
+      keep.add(best['step'])
+    for s in steps:
+      if s not in keep:
+        mngr.delete(s)
+
+  def evaluate_at(step: int) -> dict[str, Any]:
+    nonlocal best
+    metrics = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
+                        workdir, step, writer)
+    if best_metric:
+      value = metrics.get(best_metric)
+      if value is None:
+        logging.warning('checkpoint.best_metric %r is not among the evaluation metrics %s',
+                        best_metric, sorted(metrics))
+      elif best is None or value > best['value']:
+        if mngr.latest_step() != step:
+          save(step)
+        best = {'metric': best_metric, 'value': float(value), 'step': step}
+        if primary:
+          checkpoint.write_best(workdir, best)
+    prune()
+    return metrics
 
   start = mngr.latest_step()
   if start is not None:
@@ -364,6 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         t_log, n_log = now, 0
       if step % config.checkpoint.every_steps == 0 or stop.signal:
         save(step)
+        prune()
       if stop.signal:
         mngr.wait_until_finished()
         print(f'{stop.signal}: checkpoint written at step {step}; stopping', flush=True)
@@ -371,13 +406,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise SystemExit(143 if stop.signal == 'SIGTERM' else 130)
       if (evaluate and config.eval_every_steps and step % config.eval_every_steps == 0
           and step < total_steps):
-        _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config, workdir,
-                  step, writer)
+        evaluate_at(step)
   if mngr.latest_step() != step:
     save(step)
-  mngr.wait_until_finished()
-  final = (_evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
-                     workdir, step, writer) if evaluate else {})
+  final = evaluate_at(step) if evaluate else {}
+  prune()
   final.update({'step': step, 'train/loss': last_loss})
   if primary:
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
