@@ -213,3 +213,58 @@ def test_keeps_the_last_checkpoints_and_the_best_by_the_configured_metric(cache,
   assert sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints'))) == [4, 6]
   assert checkpoint.load_model(workdir, step='best')[1] == 4
   assert checkpoint.load_model(workdir)[1] == 6
+
+
+def _finetune_config(arg, init_from):
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(CONFIG), 'finetune.py')
+  spec = importlib.util.spec_from_file_location('finetune_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  with config.unlocked():
+    config.init_from = init_from
+    config.evals = {}
+    config.plots = 0
+  return config
+
+
+@pytest.mark.parametrize('trainable', ['heads', 'experts+heads'])
+def test_finetune_starts_new_tasks_from_a_named_expert_and_freezes_what_it_should(
+    cache, tmp_path, trainable):
+  import numpy as np
+  from flax import nnx
+  from conftest import randomize
+  from vitpose_jax import checkpoint, models
+
+  source = randomize(models.create_model(models.model_config(
+      'nano', {'coco': 'coco17', 'infant': 'infant_smil25'})), seed=1)
+  checkpoint.save_model(str(tmp_path / 'src'), source)
+  config = _finetune_config(f'tasks=infant+wheelchair,from=coco,train={trainable},runlocal',
+                            str(tmp_path / 'src'))
+  train.train_and_evaluate(config, str(tmp_path / 'ft'))
+  tuned, step = checkpoint.load_model(str(tmp_path / 'ft'))
+  assert step == 3
+  assert (tuned.config.width, tuned.config.depth, tuned.config.expert_dim) == (32, 2, 8)
+  assert [(t.name, t.expert) for t in tuned.config.tasks] == [('infant', 0), ('wheelchair', 1)]
+  src, dst = nnx.to_pure_dict(nnx.state(source)), nnx.to_pure_dict(nnx.state(tuned))
+  for i in range(2):
+    s, d = src['backbone']['blocks'][i], dst['backbone']['blocks'][i]
+    np.testing.assert_array_equal(d['attn']['qkv']['kernel'], s['attn']['qkv']['kernel'])
+    np.testing.assert_array_equal(d['mlp']['fc2']['kernel'], s['mlp']['fc2']['kernel'])
+    # infant keeps its own expert (1 in the source), wheelchair starts from coco's (0).
+    pairs = [(d['mlp']['experts'][0], s['mlp']['experts'][1]),
+             (d['mlp']['experts'][1], s['mlp']['experts'][0])]
+    for new, old in pairs:
+      same = np.array_equal(new['kernel'], old['kernel'])
+      assert same == (trainable == 'heads')
+  np.testing.assert_array_equal(dst['backbone']['pos_embed'], src['backbone']['pos_embed'])
+  assert not np.array_equal(dst['heads']['infant']['final_layer']['kernel'],
+                            src['heads']['infant']['final_layer']['kernel'])
+
+
+def test_finetune_errors_name_what_is_missing(cache, tmp_path):
+  config = _finetune_config('tasks=infant,runlocal', '')
+  with pytest.raises(train.TrainingError, match='--config.init_from=RUN'):
+    train.train_and_evaluate(config, str(tmp_path / 'x'))

@@ -12,6 +12,7 @@ metrics.json, TensorBoard events, plots/. Re-running on the same workdir resumes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -40,10 +41,17 @@ class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss, an inconsistent config); the message says where."""
 
 
+TRAINABLE = ('all', 'experts+heads', 'heads')
+
+
 def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   """The network a training config describes (``config.model`` + one task per
-  ``config.tasks``)."""
+  ``config.tasks``). ``config.model.variant = 'init_from'`` takes the network's geometry (width,
+  depth, P, decoder, input size) from the run ``config.init_from`` names, with the config's tasks.
+  """
   m = config.model
+  if m.variant == 'init_from':
+    return _geometry_from_init(config)
   variant = models.VARIANTS[m.variant]
   expert_dim = variant.expert_dim if m.expert_dim < 0 else m.expert_dim
   tasks = tuple(
@@ -58,10 +66,39 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
       **overrides)
 
 
-def _init_from(model: models.VitPose, path: str) -> list[str]:
+def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig:
+  if not config.init_from:
+    raise TrainingError('config.model.variant is "init_from" but config.init_from is empty: '
+                        'pass --config.init_from=RUN (a training run or a converted checkpoint)')
+  source = models.ModelConfig.load(config.init_from)
+  m = config.model
+  # The source's factorization carries over: a dense source gives a dense multi-head model.
+  factorized = source.factorized
+  tasks = tuple(
+      models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i) if factorized else 0,
+                      head=source.tasks[0].head)
+      for i, (name, t) in enumerate(config.tasks.items()))
+  return dataclasses.replace(
+      source, tasks=tasks,
+      num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
+      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype)
+
+
+def _init_from(model: models.VitPose, path: str,
+               expert_from: Mapping[str, str] | None = None) -> list[str]:
   """Loads weights of another run or converted checkpoint: the backbone's shared parts, and the
-  experts and heads of tasks with the same name and schema. Returns what was loaded."""
+  experts and heads of tasks with the same name and schema. ``expert_from`` maps a task of the
+  model that the source lacks to a task of the source whose expert (and decoder layers, all but
+  the keypoint layer) initialise it. Returns what was loaded."""
+  expert_from = dict(expert_from or {})
   source, _ = checkpoint.load_model(path)
+  for new, old in expert_from.items():
+    if new not in model.config.task_names:
+      raise TrainingError(f'expert_from: {new!r} is not a task of this config '
+                          f'({", ".join(model.config.task_names)})')
+    if old not in source.config.task_names:
+      raise TrainingError(f'expert_from: {path} has no task {old!r} '
+                          f'(it has {", ".join(source.config.task_names)})')
   src = nnx.to_pure_dict(nnx.state(source))
   dst = nnx.to_pure_dict(nnx.state(model))
   src_blocks, dst_blocks = src['backbone']['blocks'], dst['backbone']['blocks']
@@ -86,23 +123,48 @@ def _init_from(model: models.VitPose, path: str) -> list[str]:
       dst_blocks[i]['mlp'][key] = copy(block['mlp'][key], dst_blocks[i]['mlp'][key],
                                        f'blocks.{i}.mlp.{key}')
   for task in model.config.tasks:
-    if (task.name not in source.config.task_names
-        or source.config.task(task.name).skeleton != task.skeleton):
+    same = (task.name in source.config.task_names
+            and source.config.task(task.name).skeleton == task.skeleton)
+    if same:
+      old = source.config.task(task.name)
+    elif task.name in expert_from:
+      old = source.config.task(expert_from[task.name])
+    else:
       continue
-    old = source.config.task(task.name)
     if model.config.factorized and source.config.factorized:
       for i, block in src_blocks.items():
         dst_blocks[i]['mlp']['experts'][task.expert] = copy(
             block['mlp']['experts'][old.expert], dst_blocks[i]['mlp']['experts'][task.expert],
             f'blocks.{i}.mlp.experts.{old.expert}')
-    if old.head == task.head:
-      dst['heads'][task.name] = copy(src['heads'][task.name], dst['heads'][task.name],
-                                     f'heads.{task.name}')
-      loaded.append(task.name)
+    if old.head != task.head:
+      loaded.append(f'{task.name} expert <- {old.name}')
+      continue
+    src_head, dst_head = src['heads'][old.name], dst['heads'][task.name]
+    if old.skeleton == task.skeleton:
+      dst['heads'][task.name] = copy(src_head, dst_head, f'heads.{old.name}')
+      loaded.append(task.name if old.name == task.name else f'{task.name} <- {old.name}')
+    else:
+      # Another schema: the decoder's feature layers carry over, the keypoint layer cannot.
+      for key in dst_head:
+        if key != 'final_layer':
+          dst_head[key] = copy(src_head[key], dst_head[key], f'heads.{old.name}.{key}')
+      loaded.append(f'{task.name} expert+decoder <- {old.name}')
   state = nnx.state(model)
   nnx.replace_by_pure_dict(state, dst)
   nnx.update(model, state)
   return loaded
+
+
+def _trainable(config):
+  """The parameters the run trains (``config.trainable``), as make_optimizer's predicate."""
+  mode = config.get('trainable', 'all')
+  if mode not in TRAINABLE:
+    raise TrainingError(f'config.trainable {mode!r} is not one of {", ".join(TRAINABLE)}')
+  if mode == 'all':
+    return None
+  if mode == 'heads':
+    return lambda path: path[0] == 'heads'
+  return lambda path: path[0] == 'heads' or 'experts' in path
 
 
 def _sources(config, split_key: str):
@@ -235,10 +297,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   model = models.create_model(mcfg, seed=config.seed)
   if config.init_from:
-    logging.info('init_from %s: loaded %s', config.init_from, _init_from(model, config.init_from))
+    loaded = _init_from(model, config.init_from, config.get('expert_from', {}))
+    logging.info('init_from %s: loaded %s', config.init_from, loaded)
+    if jax.process_index() == 0:
+      print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
+  elif config.get('expert_from'):
+    raise TrainingError('config.expert_from needs config.init_from')
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   opt = config.optimizer
-  tx = optim.make_optimizer(params, depth=mcfg.depth,
+  tx = optim.make_optimizer(params, depth=mcfg.depth, trainable=_trainable(config),
                             weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,
                             schedule=lr_schedule, b1=opt.b1, b2=opt.b2, eps=opt.get('eps', 1e-8),
                             clip_norm=opt.clip_norm)

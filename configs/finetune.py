@@ -1,0 +1,63 @@
+r"""Fine-tuning a trained model (a run or a converted checkpoint) to tasks and schemas of your own.
+
+The network's geometry (width, depth, P, decoder, input size) comes from the source run; each task
+of this config gets its own expert and head. A task whose name and schema the source has starts
+from its expert and head; a new task starts from the expert (and decoder layers, all but the
+keypoint layer) of the source task `from` names; everything else is fresh.
+
+  python -m vitpose_jax.main --config=configs/finetune.py:tasks=infant+wheelchair,from=coco \
+      --config.init_from=/tmp/vitpose_multitask --workdir=/tmp/vitpose_finetune
+
+  # your own schema and COCO-format data:
+  python -m vitpose_jax.main --config=configs/finetune.py:tasks=infant,train=experts+heads \
+      --config.init_from=RUN --config.tasks.infant.schema=my_schema.json \
+      --config.tasks.infant.train="dict(source='coco', annotations='train.json', images='img/')" \
+      --config.tasks.infant.val="dict(source='coco', annotations='val.json', images='img/')" \
+      --workdir=/tmp/my_finetune
+
+Arguments: `tasks=a+b` (names from configs/multitask.py's table; their synthetic populations are
+the default data), `from=TASK` (the source task new tasks start from; empty: fresh experts),
+`train=all|experts+heads|heads` (what trains: everything; each task's expert and head with the
+shared backbone frozen; heads only), `steps=`, `epochs=` (instead of steps), `batch=`, `runlocal`.
+The lr is a fifth of the from-scratch recipe's (full fine-tune) or half of it (frozen backbone),
+with a short warm-up and a cosine decay.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from vitpose_jax import configlib
+
+
+def _multitask():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multitask.py')
+  spec = importlib.util.spec_from_file_location('vitpose_multitask_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = configlib.parse_arg(arg, tasks='infant+wheelchair', train='all', runlocal=False,
+                            steps=300, epochs=0.0, batch=0, **{'from': 'coco'})
+  if arg.train not in ('all', 'experts+heads', 'heads'):
+    raise ValueError(f'config argument train={arg.train!r}: use all, experts+heads or heads')
+  parts = [f'tasks={arg.tasks}', f'batch={arg.batch}'] + (['runlocal'] if arg.runlocal else [])
+  config = _multitask().get_config(','.join(parts))
+  config.model.variant = 'init_from'
+  config.init_from = ''
+  config.expert_from = {name: arg['from'] for name in config.tasks} if arg['from'] else {}
+  config.trainable = arg.train
+  config.optimizer.lr = 1e-3 / (5 if arg.train == 'all' else 2)
+  config.schedule.kind = 'cosine'
+  if not arg.runlocal:
+    config.schedule.warmup_steps = 20
+    if arg.epochs:
+      config.total_steps = None
+      config.total_epochs = arg.epochs
+    else:
+      config.total_steps = arg.steps
+      config.total_epochs = None
+  return config
