@@ -143,30 +143,56 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, tmp_path):
-  flags = ['--config.total_steps=3', '--config.evals={}', '--config.plots=0',
-           '--config.log_every_steps=1', '--config.tasks.coco.batch_size=4',
-           '--config.tasks.infant.batch_size=4']
+_TWO_FLAGS = ['--config.plots=0', '--config.log_every_steps=1',
+              '--config.tasks.coco.batch_size=4', '--config.tasks.infant.batch_size=4']
 
-  def env(devices):
-    return {**os.environ, 'VITPOSE_JAX_CACHE': cache, 'JAX_PLATFORMS': 'cpu',
-            'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+
+def _env(cache, devices):
+  return {**os.environ, 'VITPOSE_JAX_CACHE': cache, 'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+
+
+def _two_processes(flags, workdir, cache):
+  port = _free_port()
+  return [subprocess.Popen(
+      _MAIN + flags + [f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
+                       '--num_processes=2', f'--process_id={i}'],
+      env=_env(cache, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+
+
+def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, tmp_path):
+  flags = _TWO_FLAGS + ['--config.total_steps=3']
 
   def losses(text):
     return [float(line.split()[3]) for line in text.splitlines() if line.startswith('step ')]
 
-  one = subprocess.run(_MAIN + flags + [f'--workdir={tmp_path / "one"}'], env=env(4),
-                       capture_output=True, text=True)
+  one = subprocess.run(_MAIN + flags + ['--config.evals={}', f'--workdir={tmp_path / "one"}'],
+                       env=_env(cache, 4), capture_output=True, text=True)
   assert one.returncode == 0, one.stderr[-2000:]
-  port = _free_port()
-  procs = [subprocess.Popen(
-      _MAIN + flags + [f'--workdir={tmp_path / "two"}', f'--coordinator_address=127.0.0.1:{port}',
-                       '--num_processes=2', f'--process_id={i}'],
-      env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  # The two-process run also evaluates (process 0 on its copy of the model) at the end.
+  procs = _two_processes(flags, tmp_path / 'two', cache)
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
   assert len(losses(one.stdout)) == 3
   assert losses(outs[0][0]) == pytest.approx(losses(one.stdout), rel=1e-5)
+  metrics = json.loads((tmp_path / 'two' / 'metrics.json').read_text())
+  assert {'coco/AP', 'infant/AP', 'mean/AP'} <= set(metrics) and metrics['step'] == 3
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(cache, tmp_path):
+  flags = _TWO_FLAGS + ['--config.total_steps=40', '--config.evals={}',
+                        '--config.checkpoint.every_steps=100']
+  procs = _two_processes(flags, tmp_path / 'run', cache)
+  for line in procs[0].stdout:
+    if line.startswith('step 2/'):
+      procs[1].send_signal(subprocess.signal.SIGTERM)
+      break
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outs[0][1][-2000:] + outs[1][1][-2000:]
+  reached = int(outs[1][0].split('checkpoint written at step ')[1].split(';')[0])
+  assert 2 <= reached < 40
+  assert _params(str(tmp_path / 'run'))[0] == reached
 
 
 def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):

@@ -95,7 +95,10 @@ def load_model(workdir: str, *, step: int | str | None = None) -> tuple[models.V
     if step is None or step not in mngr.all_steps():
       raise CheckpointError(f'{workdir}: no checkpoint at step {step} '
                             f'(steps: {sorted(mngr.all_steps())})')
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+    # An explicit target device: a checkpoint written by a multi-process run records a topology
+    # this process may not have.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                             nnx.to_pure_dict(nnx.state(model)))
     restored = mngr.restore(step, args=ocp.args.Composite(
         **{MODEL_ITEM: ocp.args.StandardRestore(abstract)}))[MODEL_ITEM]

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import checkpoint, codec, models, optim, skeletons
@@ -246,6 +247,15 @@ class _Stop:
     del frame
     self.signal = signal.Signals(signum).name
 
+  def agreed(self) -> str | None:
+    """The signal any process received (SIGTERM over SIGINT), the same on every process, so
+    that all of them checkpoint the same step and stop together."""
+    if jax.process_count() == 1:
+      return self.signal
+    names = (None, 'SIGINT', 'SIGTERM')
+    code = multihost_utils.process_allgather(np.int32(names.index(self.signal))).max()
+    return names[int(code)]
+
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
@@ -386,15 +396,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         mngr.delete(s)
 
   def evaluate_at(step: int) -> dict[str, Any]:
+    """Process 0 evaluates on its own copy of the (replicated) model while the others wait; all
+    then agree on whether this step is the best so far, since saving is collective."""
     nonlocal best
-    metrics = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
-                        workdir, step, writer)
+    metrics = {}
+    if primary:
+      local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
+               for k in ('params', 'batch_stats')]
+      metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
     if best_metric:
       value = metrics.get(best_metric)
-      if value is None:
+      if primary and value is None:
         logging.warning('checkpoint.best_metric %r is not among the evaluation metrics %s',
                         best_metric, sorted(metrics))
-      elif best is None or value > best['value']:
+      if jax.process_count() > 1:
+        value = float(multihost_utils.broadcast_one_to_all(
+            np.float64(np.nan if value is None else value)))
+        value = None if np.isnan(value) else value
+      if value is not None and (best is None or value > best['value']):
         if mngr.latest_step() != step:
           save(step)
         best = {'metric': best_metric, 'value': float(value), 'step': step}
@@ -428,12 +447,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step = int(state['step'].addressable_data(0))
 
   writer = SummaryWriter(workdir) if primary else _NullWriter()
-  # The evaluators run the model on this host's devices; across hosts, evaluate the run
-  # afterwards with `python -m vitpose_jax.evaluate --workdir`.
-  evaluate = jax.process_count() == 1
-  if not evaluate and primary:
-    logging.warning('multi-process run: skipping in-training evaluation and plots; run '
-                    'python -m vitpose_jax.evaluate --workdir %s afterwards', workdir)
   last_loss = float('nan')
   t_log, n_log = time.perf_counter(), 0
   t_start = time.perf_counter()
@@ -463,20 +476,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           print(f'step {step}/{total_steps}  loss {loss:.7g}  lr {metrics["train/lr"]:.2e}  '
                 f'{rate:.1f} img/s  ETA {eta / 60:.1f} min', flush=True)
         t_log, n_log = now, 0
-      if step % config.checkpoint.every_steps == 0 or stop.signal:
+      signal_name = stop.agreed()
+      if step % config.checkpoint.every_steps == 0 or signal_name:
         save(step)
         prune()
-      if stop.signal:
+      if signal_name:
         mngr.wait_until_finished()
-        print(f'{stop.signal}: checkpoint written at step {step}; stopping', flush=True)
+        print(f'{signal_name}: checkpoint written at step {step}; stopping', flush=True)
         writer.close()
-        raise SystemExit(143 if stop.signal == 'SIGTERM' else 130)
-      if (evaluate and config.eval_every_steps and step % config.eval_every_steps == 0
+        raise SystemExit(143 if signal_name == 'SIGTERM' else 130)
+      if (config.eval_every_steps and step % config.eval_every_steps == 0
           and step < total_steps):
         evaluate_at(step)
   if mngr.latest_step() != step:
     save(step)
-  final = evaluate_at(step) if evaluate else {}
+  final = evaluate_at(step)
   prune()
   final.update({'step': step, 'train/loss': last_loss})
   if primary:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vitpose_jax.models.config import ModelConfig
@@ -19,6 +20,23 @@ from vitpose_jax.models.config import ModelConfig
 Segment = tuple[int, int, int]
 
 _trunc_normal = jax.nn.initializers.truncated_normal(0.02)
+
+
+def sincos_position_table(rows: int, cols: int, width: int) -> np.ndarray:
+  """MAE's fixed 2-D sin-cos table, (1, 1 + rows·cols, width) with a zero cls slot: the first
+  half of the channels encodes the column, the second half the row (MAE's
+  ``get_2d_sincos_pos_embed``). Channels beyond the largest multiple of 4 are zero."""
+  quarter = width // 4
+  omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / max(quarter, 1))
+
+  def encode(pos):
+    out = np.outer(pos, omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+  r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing='ij')
+  table = np.zeros((1 + rows * cols, width))
+  table[1:, :4 * quarter] = np.concatenate([encode(c.ravel()), encode(r.ravel())], axis=1)
+  return table[None].astype(np.float32)
 
 
 def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -118,7 +136,10 @@ class ViT(nnx.Module):
     dtype = jnp.dtype(config.dtype)
     c, p, pad = config.width, config.patch_size, config.patch_padding
     self.patch_embed = PatchEmbed(c, p, pad, dtype, rngs)
-    self.pos_embed = nnx.Param(_trunc_normal(rngs.params(), (1, config.num_patches + 1, c)))
+    # Learnable, initialised as MAE's fixed sin-cos table: the official recipe starts from MAE
+    # weights, whose position embedding is that table. From random N(0, .02) init a small model
+    # trained from scratch barely uses positions: patch features are ~50× larger.
+    self.pos_embed = nnx.Param(jnp.asarray(sincos_position_table(*config.grid_size, c)))
     depth = config.depth
     rates = [config.drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
     self.blocks = nnx.List([Block(config, rates[i], dtype, rngs) for i in range(depth)])
