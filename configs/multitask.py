@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=per_task_batch, loss_weight=1.0,
     )
   config.epoch_task = names[0]
-  config.total_steps = 3 if arg.runlocal else (None if real_scale else 600)
+  config.total_steps = 3 if arg.runlocal else (None if real_scale else 500)
   config.total_epochs = 210 if real_scale else None
   config.total_examples = None
   config.optimizer = dict(lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0,
