@@ -23,20 +23,9 @@ The lr is a fifth of the from-scratch recipe's (full fine-tune) or half of it (f
 with a short warm-up and a cosine decay.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 from vitpose_jax import configlib
-
-
-def _multitask():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multitask.py')
-  spec = importlib.util.spec_from_file_location('vitpose_multitask_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -45,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.train not in ('all', 'experts+heads', 'heads'):
     raise ValueError(f'config argument train={arg.train!r}: use all, experts+heads or heads')
   parts = [f'tasks={arg.tasks}', f'batch={arg.batch}'] + (['runlocal'] if arg.runlocal else [])
-  config = _multitask().get_config(','.join(parts))
+  config = configlib.sibling_config(__file__, 'multitask').get_config(','.join(parts))
   config.model.variant = 'init_from'
   config.init_from = ''
   config.expert_from = {name: arg['from'] for name in config.tasks} if arg['from'] else {}

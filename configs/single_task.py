@@ -8,21 +8,10 @@ Tasks: coco, wholebody, infant, wheelchair (synthetic data by default; point
 configs/multitask.py's recipe with the single-task layer decay of the variant.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 from vitpose_jax import configlib
 from vitpose_jax.models import VARIANTS
-
-
-def _multitask():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'multitask.py')
-  spec = importlib.util.spec_from_file_location('vitpose_multitask_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [f'tasks={arg.task}', f'variant={arg.variant}', f'batch={arg.batch}']
   if arg.runlocal:
     parts.append('runlocal')
-  config = _multitask().get_config(','.join(parts))
+  config = configlib.sibling_config(__file__, 'multitask').get_config(','.join(parts))
   config.model.expert_dim = 0
   config.optimizer.layer_decay = VARIANTS[arg.variant].layer_decay
   return config

@@ -242,13 +242,9 @@ def test_keeps_the_last_checkpoints_and_the_best_by_the_configured_metric(cache,
 
 
 def _finetune_config(arg, init_from):
-  import importlib.util
+  from vitpose_jax import configlib
 
-  path = os.path.join(os.path.dirname(CONFIG), 'finetune.py')
-  spec = importlib.util.spec_from_file_location('finetune_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = configlib.sibling_config(CONFIG, 'finetune').get_config(arg)
   with config.unlocked():
     config.init_from = init_from
     config.evals = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
 from typing import Any
 
 import ml_collections
@@ -37,3 +40,13 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(out)
   config.lock()
   return config
+
+
+def sibling_config(config_file: str, name: str) -> types.ModuleType:
+  """The config module ``name``.py beside ``config_file`` (config files are loaded by path, not
+  imported as a package, so one builds on another this way)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'vitpose_jax_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
