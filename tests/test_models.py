@@ -285,3 +285,47 @@ def test_subpixel_deconv_equals_the_transposed_convolution_and_its_gradients(sha
   np.testing.assert_allclose(got, want, atol=1e-5)
   for g, w in zip(got_grads, want_grads):
     np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+def _with_tokens(n, seed=0):
+  base = tiny_config({"coco": "coco17", "infant": "infant_smil25"})
+  return models.create_model(base.replace(num_knowledge_tokens=n), seed=seed)
+
+
+def test_knowledge_tokens_off_is_bitwise_the_plain_model_and_on_changes_only_the_output(images):
+  plain = models.create_model(tiny_config({"coco": "coco17", "infant": "infant_smil25"}))
+  off, on = _with_tokens(0), _with_tokens(2)
+  batch = images({'coco': 2, 'infant': 1})
+  want, want_aux = plain(batch)
+  got_off, _ = off(batch)
+  got_on, aux_on = on(batch)
+  plain_state = nnx.to_pure_dict(nnx.state(plain))
+  on_state = nnx.to_pure_dict(nnx.state(on))
+  # Tokens are made last: every other weight is the plain model's.
+  assert set(on_state['backbone']) - set(plain_state['backbone']) == {'knowledge_tokens',
+                                                                      'knowledge_pos'}
+  for a, b in zip(jax.tree.leaves(plain_state), jax.tree.leaves(
+      {**on_state, 'backbone': {k: v for k, v in on_state['backbone'].items()
+                                if not k.startswith('knowledge')}})):
+    np.testing.assert_array_equal(a, b)
+  for t in want:
+    np.testing.assert_array_equal(got_off[t], want[t])
+    assert got_on[t].shape == want[t].shape
+    assert aux_on[t]['patch_tokens'].shape == want_aux[t]['patch_tokens'].shape
+    # Fresh heads give tiny heatmaps: compare relative to their size.
+    assert np.abs(got_on[t] - want[t]).max() > 1e-3 * np.abs(want[t]).max()
+
+
+def test_knowledge_tokens_can_come_from_outside_and_are_checked(images):
+  model = _with_tokens(0)
+  name = model.config.task_names[0]
+  own = _with_tokens(3)
+  tokens = own.knowledge_tokens()
+  assert tokens[name].shape == (3, model.config.width)
+  batch = images({name: 2})
+  np.testing.assert_array_equal(model(batch, knowledge=tokens)[0][name], own(batch)[0][name])
+  with pytest.raises(ModelConfigError, match=r'must be \(n, '):
+    model(batch, knowledge={name: tokens[name][:, :4]})
+  other = model.config.task_names[1]
+  with pytest.raises(ModelConfigError, match='missing'):
+    model(batch, knowledge={other: tokens[other]})

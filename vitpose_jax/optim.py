@@ -68,10 +68,15 @@ def lr_scales(params: PyTree, depth: int, decay_rate: float) -> PyTree:
       lambda path, _: decay_rate ** (depth + 1 - layer_id(path, depth)), params)
 
 
+# Embedding-like parameters that, as timm's cls token and position embedding, get no weight decay.
+NO_DECAY = frozenset({'pos_embed', 'knowledge_tokens', 'knowledge_pos'})
+
+
 def weight_decay_mask(params: PyTree) -> PyTree:
-  """True where weight decay applies: not on 1-D parameters (biases, norm scales) nor pos_embed."""
+  """True where weight decay applies: not on 1-D parameters (biases, norm scales), the position
+  embedding or knowledge tokens."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: x.ndim > 1 and 'pos_embed' not in normalize_path(path), params)
+      lambda path, x: x.ndim > 1 and not NO_DECAY.intersection(normalize_path(path)), params)
 
 
 def schedule(

@@ -66,6 +66,8 @@ class ModelConfig:
   ``expert_dim`` (P) = 0 gives a dense ViT (fc2 has all ``width`` outputs, no experts). Otherwise
   every block's fc2 has ``width - P`` shared outputs and ``num_experts`` experts of P outputs,
   concatenated shared-first. ``image_size`` and ``heatmap_size`` are (H, W).
+  ``num_knowledge_tokens`` (n) learnable tokens per task join the sequence after the patch
+  embedding and are dropped before the decoder (DESIGN §7); 0 (the default) means none.
   """
 
   tasks: tuple[TaskSpec, ...]
@@ -85,6 +87,7 @@ class ModelConfig:
   drop_path: float = 0.0
   remat: bool = False
   dtype: str = 'float32'
+  num_knowledge_tokens: int = 0
 
   def __post_init__(self):
     def fail(msg):
@@ -101,6 +104,8 @@ class ModelConfig:
       fail(f'expert_dim (P) {self.expert_dim} must be in [0, width={self.width})')
     if self.dtype not in DTYPES:
       fail(f'dtype {self.dtype!r} is not one of {DTYPES}')
+    if self.num_knowledge_tokens < 0:
+      fail(f'num_knowledge_tokens {self.num_knowledge_tokens} must not be negative')
     if not 0.0 <= self.drop_path < 1.0:
       fail(f'drop_path {self.drop_path} must be in [0, 1)')
     for t in self.tasks:

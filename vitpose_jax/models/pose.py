@@ -37,6 +37,8 @@ class VitPose(nnx.Module):
     self.config = config
     self.backbone = ViT(config, rngs=rngs)
     self.heads = nnx.Dict({t.name: _make_head(config, t, rngs) for t in config.tasks})
+    if config.num_knowledge_tokens:
+      self.backbone.init_knowledge_tokens(rngs)
 
   def __call__(
       self,
@@ -44,8 +46,13 @@ class VitPose(nnx.Module):
       *,
       train: bool = False,
       rng: jax.Array | None = None,
+      knowledge: Mapping[str, jax.Array] | None = None,
   ) -> tuple[dict[str, jax.Array], dict[str, dict[str, Any]]]:
-    """Heatmaps per task. ``train`` enables drop-path (needs ``rng``) and BatchNorm batch stats."""
+    """Heatmaps per task. ``train`` enables drop-path (needs ``rng``) and BatchNorm batch stats.
+
+    Knowledge tokens: the model's own (``config.num_knowledge_tokens`` per task), or, given
+    ``knowledge`` = {task: (n, width)} (e.g. a teacher's tokens through a bridge), those instead.
+    """
     cfg = self.config
     unknown = [t for t in images if t not in cfg.task_names]
     if unknown:
@@ -64,7 +71,8 @@ class VitPose(nnx.Module):
       segments.append((start, x.shape[0], cfg.task(name).expert))
       start += x.shape[0]
     x = jnp.concatenate([images[t] for t in order], axis=0) if len(order) > 1 else images[order[0]]
-    tokens = self.backbone(x, segments, train=train, rng=rng)
+    tokens = self.backbone(x, segments, train=train, rng=rng,
+                           extra_tokens=self._knowledge(order, images, knowledge))
     rows, cols = cfg.grid_size
     heatmaps, aux = {}, {}
     for name, (begin, count, _) in zip(order, segments):
@@ -73,6 +81,32 @@ class VitPose(nnx.Module):
       heatmaps[name] = self.heads[name](fmap, train=train).astype(jnp.float32)
       aux[name] = {'patch_tokens': t_tokens, 'feature_map': fmap}
     return heatmaps, aux
+
+
+  def knowledge_tokens(self) -> dict[str, jax.Array]:
+    """{task: (n, width)}: the model's own knowledge tokens with their position vectors."""
+    if not self.config.num_knowledge_tokens:
+      return {}
+    b = self.backbone
+    tokens = b.knowledge_tokens[...] + b.knowledge_pos[...]
+    return {t.name: tokens[i] for i, t in enumerate(self.config.tasks)}
+
+  def _knowledge(self, order, images, knowledge) -> jax.Array | None:
+    if knowledge is None:
+      knowledge = self.knowledge_tokens()
+    if not knowledge:
+      return None
+    missing = [t for t in order if t not in knowledge]
+    if missing:
+      raise ModelConfigError(f'knowledge tokens missing for task(s) {missing}')
+    width = self.config.width
+    for t in order:
+      if knowledge[t].ndim != 2 or knowledge[t].shape[1] != width:
+        raise ModelConfigError(f'task {t!r}: knowledge tokens must be (n, {width}), got '
+                               f'{tuple(knowledge[t].shape)}')
+    return jnp.concatenate(
+        [jnp.broadcast_to(knowledge[t], (images[t].shape[0], *knowledge[t].shape)) for t in order],
+        axis=0)
 
 
 def create_model(config: ModelConfig, *, seed: int = 0) -> VitPose:

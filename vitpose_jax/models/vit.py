@@ -140,20 +140,36 @@ class ViT(nnx.Module):
     # weights, whose position embedding is that table. From random N(0, .02) init a small model
     # trained from scratch barely uses positions: patch features are ~50× larger.
     self.pos_embed = nnx.Param(jnp.asarray(sincos_position_table(*config.grid_size, c)))
+
     depth = config.depth
     rates = [config.drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
     self.blocks = nnx.List([Block(config, rates[i], dtype, rngs) for i in range(depth)])
     self.last_norm = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
 
+  def init_knowledge_tokens(self, rngs: nnx.Rngs):
+    """Makes ``config.num_knowledge_tokens`` tokens per task (config.tasks order) and one
+    position vector per token slot shared by the tasks. The pose model calls this after making
+    every other weight, so that those init as in the same model without tokens."""
+    cfg = self.config
+    n, c = cfg.num_knowledge_tokens, cfg.width
+    self.knowledge_tokens = nnx.Param(_trunc_normal(rngs.params(), (len(cfg.tasks), n, c)))
+    self.knowledge_pos = nnx.Param(jnp.zeros((1, n, c)))
+
   def __call__(self, images: jax.Array, segments: Sequence[Segment], *, train: bool = False,
-               rng: jax.Array | None = None) -> jax.Array:
-    """(N, H, W, 3) → patch tokens (N, L, C) after the final LayerNorm."""
+               rng: jax.Array | None = None, extra_tokens: jax.Array | None = None) -> jax.Array:
+    """(N, H, W, 3) → patch tokens (N, L, C) after the final LayerNorm.
+
+    ``extra_tokens`` (N, n, C) join the sequence after the patch tokens (knowledge tokens,
+    position already added), take part in every block, and are dropped from the output.
+    """
     cfg = self.config
     x = self.patch_embed(images.astype(cfg.dtype))
     n, gh, gw, c = x.shape
     x = x.reshape(n, gh * gw, c)
     pos = self.pos_embed[...].astype(x.dtype)
     x = x + pos[:, 1:] + pos[:, :1]
+    if extra_tokens is not None:
+      x = jnp.concatenate([x, extra_tokens.astype(x.dtype)], axis=1)
     keys = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
     segments = tuple(segments)
 
@@ -164,4 +180,4 @@ class ViT(nnx.Module):
       run_block = nnx.remat(run_block)
     for block, key in zip(self.blocks, keys):
       x = run_block(block, x, key)
-    return self.last_norm(x)
+    return self.last_norm(x[:, :gh * gw] if extra_tokens is not None else x)
