@@ -37,9 +37,13 @@ def main(argv):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  from vitpose_jax import train
+  from vitpose_jax import distill, train
 
-  metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.get('trainer', 'train') == 'distill':
+    metrics = distill.run(config, _WORKDIR.value)
+  else:
+    metrics = train.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:
     print('final:', train.metric_summary(metrics))
     print(json.dumps(metrics))

@@ -42,7 +42,7 @@ class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss, an inconsistent config); the message says where."""
 
 
-TRAINABLE = ('all', 'experts+heads', 'heads')
+TRAINABLE = ('all', 'experts+heads', 'heads', 'tokens')
 
 
 def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
@@ -59,6 +59,7 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
       models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i), head=m.decoder)
       for i, (name, t) in enumerate(config.tasks.items()))
   overrides = {'expert_dim': expert_dim} if expert_dim > 0 else {}
+  overrides['num_knowledge_tokens'] = m.get('knowledge_tokens', 0)
   if m.get('deconv_channels', -1) > 0:
     overrides['deconv_channels'] = m.deconv_channels
   return models.model_config(
@@ -82,7 +83,8 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
   return dataclasses.replace(
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
-      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype)
+      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype,
+      num_knowledge_tokens=m.get('knowledge_tokens', 0))
 
 
 def _init_from(model: models.VitPose, path: str,
@@ -165,6 +167,8 @@ def _trainable(config):
     return None
   if mode == 'heads':
     return lambda path: path[0] == 'heads'
+  if mode == 'tokens':
+    return lambda path: path[-1] in ('knowledge_tokens', 'knowledge_pos')
   return lambda path: path[0] == 'heads' or 'experts' in path
 
 
@@ -324,6 +328,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
            'rng': jax.random.key_data(jax.random.key(config.seed))}
   state = jax.device_put(state, replicated)
 
+  # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
+  # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
+  train_mode = config.get('trainable', 'all') != 'tokens'
+  if not train_mode and not mcfg.num_knowledge_tokens:
+    raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
   joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
   sigma = config.data.sigma
@@ -335,7 +344,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
-      heatmaps, _ = net({t: b['image'] for t, b in batch.items()}, train=True, rng=step_rng)
+      heatmaps, _ = net({t: b['image'] for t, b in batch.items()}, train=train_mode,
+                        rng=step_rng)
       losses = {}
       for t, b in batch.items():
         target, weight = codec.udp_targets(b['keypoints'], image_size=image_size,
