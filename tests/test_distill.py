@@ -75,3 +75,58 @@ def test_stage_one_smoke_run_trains_its_own_teacher(cache, tmp_path):
   assert os.path.isfile(tmp_path / 'run' / 'teacher' / 'metrics.json')
   assert models.ModelConfig.load(str(tmp_path / 'run')).num_knowledge_tokens == 1
   assert 'final:' in out.stdout
+
+
+def test_heatmap_distillation_is_zero_on_the_teachers_heatmaps_and_never_moves_the_teacher():
+  from vitpose_jax import codec
+
+  teacher = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+  student = jax.random.normal(jax.random.key(1), (2, 8, 6, 3))
+  assert float(codec.heatmap_distillation(teacher, teacher)) == 0.0
+  assert float(codec.heatmap_distillation(student, teacher)) > 0.0
+  grad_student, grad_teacher = jax.grad(codec.heatmap_distillation, argnums=(0, 1))(
+      student, teacher)
+  assert np.abs(grad_student).max() > 0 and np.abs(grad_teacher).max() == 0
+
+
+def test_stage_two_keeps_the_teachers_tokens_frozen_and_trains_the_bridge(cache, tmp_path):
+  tasks = {'coco': 'coco17', 'infant': 'infant_smil25'}
+  teacher_cfg = models.model_config('micro', tasks)
+  teacher = randomize(models.create_model(teacher_cfg), seed=4)
+  checkpoint.save_model(str(tmp_path / 'teacher'), teacher)
+  with_tokens = randomize(models.create_model(teacher_cfg.replace(num_knowledge_tokens=2)),
+                          seed=5)
+  checkpoint.save_model(str(tmp_path / 'tokens'), with_tokens)
+  config = _config('stage=student,student=nano,runlocal,tasks=coco+infant',
+                   teacher=str(tmp_path / 'teacher'), tokens_from=str(tmp_path / 'tokens'),
+                   evals={}, plots=0, total_steps=3)
+  distill.run(config, str(tmp_path / 'student'))
+  student, step = checkpoint.load_model(str(tmp_path / 'student'))
+  assert step == 3
+  cfg = student.config
+  assert (cfg.width, cfg.num_knowledge_tokens, cfg.knowledge_source_width) == (32, 2, 96)
+  want = with_tokens.knowledge_tokens()
+  got = student.backbone.knowledge_tokens[...]
+  for i, name in enumerate(cfg.task_names):
+    np.testing.assert_array_equal(got[i], want[name])
+  fresh = models.create_model(cfg, seed=config.seed).backbone.knowledge_bridge
+  assert student.backbone.knowledge_bridge.kernel.shape == (96, 32)
+  assert not np.array_equal(student.backbone.knowledge_bridge.kernel[...], fresh.kernel[...])
+  # The student's own output now depends on the teacher's tokens.
+  images = {'coco': jax.random.normal(jax.random.key(0), (1, 256, 192, 3))}
+  assert student(images)[0]['coco'].shape == (1, 64, 48, 17)
+
+
+def test_stage_two_smoke_run_trains_teacher_tokens_and_student(cache, tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': cache}
+  out = subprocess.run(
+      [sys.executable, '-m', 'vitpose_jax.main',
+       f'--config={CONFIGS}/distill.py:stage=student,runlocal,tasks=coco+infant',
+       f'--workdir={tmp_path / "run"}', '--config.plots=0'],
+      env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'learning smoke-run tokens' in out.stdout
+  student = models.ModelConfig.load(str(tmp_path / 'run'))
+  teacher = models.ModelConfig.load(str(tmp_path / 'run' / 'teacher'))
+  assert (student.variant, teacher.variant) == ('nano', 'micro')
+  assert student.knowledge_source_width == teacher.width

@@ -76,6 +76,12 @@ def udp_targets(
   return heatmaps, weights
 
 
+def heatmap_distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """Output distillation: the mean squared difference to the teacher's heatmaps (constants: no
+  gradient reaches the teacher), over samples, pixels and keypoints."""
+  return jnp.mean(jnp.square(student - jax.lax.stop_gradient(teacher)))
+
+
 def joints_mse(
     pred: jax.Array,
     target: jax.Array,

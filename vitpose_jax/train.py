@@ -60,6 +60,13 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
       for i, (name, t) in enumerate(config.tasks.items()))
   overrides = {'expert_dim': expert_dim} if expert_dim > 0 else {}
   overrides['num_knowledge_tokens'] = m.get('knowledge_tokens', 0)
+  if config.get('tokens_from'):
+    source = models.ModelConfig.load(config.tokens_from)
+    if not source.num_knowledge_tokens:
+      raise TrainingError(f'config.tokens_from {config.tokens_from} has no knowledge tokens '
+                          '(train them with configs/distill.py:stage=tokens)')
+    overrides.update(num_knowledge_tokens=source.num_knowledge_tokens,
+                     knowledge_source_width=source.width)
   if m.get('deconv_channels', -1) > 0:
     overrides['deconv_channels'] = m.deconv_channels
   return models.model_config(
@@ -158,18 +165,47 @@ def _init_from(model: models.VitPose, path: str,
   return loaded
 
 
-def _trainable(config):
-  """The parameters the run trains (``config.trainable``), as make_optimizer's predicate."""
+def _trainable(config, mcfg: models.ModelConfig):
+  """The parameters the run trains (``config.trainable``), as make_optimizer's predicate. Tokens
+  that come from another model (``knowledge_source_width``) never train."""
   mode = config.get('trainable', 'all')
   if mode not in TRAINABLE:
     raise TrainingError(f'config.trainable {mode!r} is not one of {", ".join(TRAINABLE)}')
-  if mode == 'all':
-    return None
-  if mode == 'heads':
-    return lambda path: path[0] == 'heads'
-  if mode == 'tokens':
-    return lambda path: path[-1] in ('knowledge_tokens', 'knowledge_pos')
-  return lambda path: path[0] == 'heads' or 'experts' in path
+  modes = {
+      'all': lambda path: True,
+      'heads': lambda path: path[0] == 'heads',
+      'experts+heads': lambda path: path[0] == 'heads' or 'experts' in path,
+      'tokens': lambda path: path[-1] in ('knowledge_tokens', 'knowledge_pos'),
+  }
+  if not mcfg.knowledge_source_width:
+    return None if mode == 'all' else modes[mode]
+  return lambda path: modes[mode](path) and path[-1] != 'knowledge_tokens'
+
+
+def _knowledge_source(model: models.VitPose, path: str) -> str:
+  """Puts the tokens of run ``path`` (with their position vectors, as they enter that model's
+  sequence) into ``model`` as its frozen knowledge source, matched by task name."""
+  source, _ = checkpoint.load_model(path)
+  tokens = source.knowledge_tokens()
+  missing = [t for t in model.config.task_names if t not in tokens]
+  if missing:
+    raise TrainingError(f'config.tokens_from {path} has no tokens for task(s) {missing} '
+                        f'(it has {", ".join(tokens)})')
+  model.backbone.knowledge_tokens[...] = jnp.stack(
+      [tokens[t] for t in model.config.task_names])
+  return f'knowledge tokens of {path}'
+
+
+def _teacher(path: str, mcfg: models.ModelConfig) -> models.VitPose:
+  teacher, _ = checkpoint.load_model(path)
+  missing = [t for t in mcfg.task_names if t not in teacher.config.task_names]
+  if missing:
+    raise TrainingError(f'config.teacher {path} has no task(s) {missing} '
+                        f'(it has {", ".join(teacher.config.task_names)})')
+  if teacher.config.heatmap_size != mcfg.heatmap_size:
+    raise TrainingError(f'config.teacher {path}: heatmaps {teacher.config.heatmap_size} != the '
+                        f"student's {mcfg.heatmap_size}")
+  return teacher
 
 
 def _sources(config, split_key: str):
@@ -317,9 +353,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
   elif config.get('expert_from'):
     raise TrainingError('config.expert_from needs config.init_from')
+  if config.get('tokens_from'):
+    print(f'loaded {_knowledge_source(model, config.tokens_from)}', flush=True)
+  # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
+  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
+  teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
+  if kd_weight and teacher is None:
+    raise TrainingError('config.heatmap_distill_weight > 0 needs config.teacher=RUN')
+  teacher_graphdef, teacher_state = (nnx.split(teacher) if teacher is not None
+                                     else (None, None))
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   opt = config.optimizer
-  tx = optim.make_optimizer(params, depth=mcfg.depth, trainable=_trainable(config),
+  tx = optim.make_optimizer(params, depth=mcfg.depth, trainable=_trainable(config, mcfg),
                             weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,
                             schedule=lr_schedule, b1=opt.b1, b2=opt.b2, eps=opt.get('eps', 1e-8),
                             clip_norm=opt.clip_norm)
@@ -327,6 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
            'step': jnp.zeros((), jnp.int32),
            'rng': jax.random.key_data(jax.random.key(config.seed))}
   state = jax.device_put(state, replicated)
+  teacher_state = jax.device_put(teacher_state, replicated)
 
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
@@ -337,21 +383,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
   sigma = config.data.sigma
 
-  def train_step(state, batch):
+  def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
+    images = {t: b['image'] for t, b in batch.items()}
+    if teacher_state is not None:
+      teacher_heatmaps, _ = nnx.merge(teacher_graphdef, teacher_state)(images)
 
     def loss_fn(params, batch_stats):
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
-      heatmaps, _ = net({t: b['image'] for t, b in batch.items()}, train=train_mode,
-                        rng=step_rng)
+      heatmaps, _ = net(images, train=train_mode, rng=step_rng)
       losses = {}
       for t, b in batch.items():
         target, weight = codec.udp_targets(b['keypoints'], image_size=image_size,
                                            heatmap_size=heatmap_size, sigma=sigma)
         losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
       total = sum(loss_weights[t] * losses[t] for t in losses)
+      if teacher_state is not None:
+        for t in batch:
+          losses[f'{t}_kd'] = codec.heatmap_distillation(heatmaps[t], teacher_heatmaps[t])
+          total += kd_weight * loss_weights[t] * losses[f'{t}_kd']
       return total, (losses, nnx.state(net, nnx.BatchStat))
 
     (loss, (losses, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -463,7 +515,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with _Stop() as stop:
     while step < total_steps:
       batch = to_device(next(iterator))
-      state, metrics = step_fn(state, batch)
+      state, metrics = step_fn(state, batch, teacher_state)
       step += 1
       n_log += 1
       # Replicated values are read from this host's copy: across processes a global array is not

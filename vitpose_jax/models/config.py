@@ -68,6 +68,8 @@ class ModelConfig:
   concatenated shared-first. ``image_size`` and ``heatmap_size`` are (H, W).
   ``num_knowledge_tokens`` (n) learnable tokens per task join the sequence after the patch
   embedding and are dropped before the decoder (DESIGN §7); 0 (the default) means none.
+  ``knowledge_source_width`` > 0 makes them another model's frozen tokens of that width (a
+  distillation student's), mapped by a learned linear bridge (none when the widths match).
   """
 
   tasks: tuple[TaskSpec, ...]
@@ -88,6 +90,7 @@ class ModelConfig:
   remat: bool = False
   dtype: str = 'float32'
   num_knowledge_tokens: int = 0
+  knowledge_source_width: int = 0
 
   def __post_init__(self):
     def fail(msg):
@@ -106,6 +109,9 @@ class ModelConfig:
       fail(f'dtype {self.dtype!r} is not one of {DTYPES}')
     if self.num_knowledge_tokens < 0:
       fail(f'num_knowledge_tokens {self.num_knowledge_tokens} must not be negative')
+    if self.knowledge_source_width < 0 or (self.knowledge_source_width
+                                           and not self.num_knowledge_tokens):
+      fail(f'knowledge_source_width {self.knowledge_source_width} needs num_knowledge_tokens > 0')
     if not 0.0 <= self.drop_path < 1.0:
       fail(f'drop_path {self.drop_path} must be in [0, 1)')
     for t in self.tasks:

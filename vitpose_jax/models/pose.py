@@ -87,8 +87,7 @@ class VitPose(nnx.Module):
     """{task: (n, width)}: the model's own knowledge tokens with their position vectors."""
     if not self.config.num_knowledge_tokens:
       return {}
-    b = self.backbone
-    tokens = b.knowledge_tokens[...] + b.knowledge_pos[...]
+    tokens = self.backbone.knowledge()
     return {t.name: tokens[i] for i, t in enumerate(self.config.tasks)}
 
   def _knowledge(self, order, images, knowledge) -> jax.Array | None:

@@ -152,8 +152,19 @@ class ViT(nnx.Module):
     every other weight, so that those init as in the same model without tokens."""
     cfg = self.config
     n, c = cfg.num_knowledge_tokens, cfg.width
-    self.knowledge_tokens = nnx.Param(_trunc_normal(rngs.params(), (len(cfg.tasks), n, c)))
+    source = cfg.knowledge_source_width or c
+    self.knowledge_tokens = nnx.Param(
+        _trunc_normal(rngs.params(), (len(cfg.tasks), n, source)))
     self.knowledge_pos = nnx.Param(jnp.zeros((1, n, c)))
+    self.knowledge_bridge = (_linear(source, c, jnp.float32, rngs) if source != c else None)
+
+  def knowledge(self) -> jax.Array:
+    """(tasks, n, width): the tokens (through the bridge, for a source of another width) plus
+    their position vectors."""
+    tokens = self.knowledge_tokens[...]
+    if self.knowledge_bridge is not None:
+      tokens = self.knowledge_bridge(tokens)
+    return tokens + self.knowledge_pos[...]
 
   def __call__(self, images: jax.Array, segments: Sequence[Segment], *, train: bool = False,
                rng: jax.Array | None = None, extra_tokens: jax.Array | None = None) -> jax.Array:
