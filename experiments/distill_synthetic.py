@@ -107,6 +107,8 @@ def main(argv=None):
   parser.add_argument('--teacher', default='micro', help='teacher variant')
   parser.add_argument('--student', default='nano', help='student variant')
   parser.add_argument('--tasks', default='coco+wholebody+infant+wheelchair')
+  parser.add_argument('--teacher-run', default='',
+                      help='an existing multi-task run to distil instead of training a teacher')
   parser.add_argument('--teacher-steps', type=int, default=600)
   parser.add_argument('--token-steps', type=int, default=150)
   parser.add_argument('--student-steps', type=int, default=300)
@@ -116,17 +118,18 @@ def main(argv=None):
   parser.add_argument('--tokens', type=int, default=1, help='knowledge tokens per task')
   args = parser.parse_args(argv)
 
-  from vitpose_jax import distill, train
+  from vitpose_jax import distill, models, train
 
   command = 'python ' + ' '.join(shlex.quote(a) for a in
                                  [os.path.relpath(__file__, ROOT)] + sys.argv[1:])
   runs = os.path.join(args.out, 'runs')
   data = _data(args)
   quiet = {'plots': 0, 'checkpoint.every_steps': 10**9, 'log_every_steps': 50}
-  teacher = os.path.join(runs, 'teacher')
-  _run(_config('multitask', f'variant={args.teacher},tasks={args.tasks}',
-               {**data, **quiet, 'total_steps': args.teacher_steps}),
-       teacher, train.train_and_evaluate)
+  teacher = args.teacher_run or os.path.join(runs, 'teacher')
+  if not args.teacher_run:
+    _run(_config('multitask', f'variant={args.teacher},tasks={args.tasks}',
+                 {**data, **quiet, 'total_steps': args.teacher_steps}),
+         teacher, train.train_and_evaluate)
   tokens = os.path.join(runs, 'tokens')
   _run(_config('distill', f'stage=tokens,tokens={args.tokens},tasks={args.tasks}',
                {**data, **quiet, 'total_steps': args.token_steps, 'teacher': teacher}),
@@ -145,11 +148,12 @@ def main(argv=None):
 
   table = {arm: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
                  for k in tasks + ['mean']} for arm, rs in results.items()}
+  teacher_cfg = models.ModelConfig.load(teacher)
   with open(os.path.join(teacher, 'metrics.json')) as f:
     teacher_metrics = json.load(f)
   lines = [
       f'`{command}`', '',
-      f'Teacher {args.teacher} ({args.teacher_steps} steps; mean AP '
+      f'Teacher {teacher_cfg.variant} ({teacher_metrics["step"]} steps; mean AP '
       f'{teacher_metrics["mean/AP"]:.3f}), {args.tokens} knowledge token(s) per task '
       f'({args.token_steps} steps), student {args.student}, {args.student_steps} steps in every '
       f'arm, {args.seeds} seeds, synthetic data ({args.num_train} train / {args.num_val} val per '
