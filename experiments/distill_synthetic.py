@@ -162,7 +162,7 @@ def main(argv=None):
       '|---|' + '---|' * (len(tasks) + 1),
   ]
   for arm in ARMS:
-    cells = [f'{m:.3f} ± {s:.3f}' for m, s in (table[arm][k] for k in tasks + ['mean'])]
+    cells = [f'{m:.4f} ± {s:.4f}' for m, s in (table[arm][k] for k in tasks + ['mean'])]
     lines.append(f'| {arm} | ' + ' | '.join(cells) + ' |')
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'results.md'), 'w') as f:
