@@ -36,13 +36,8 @@ def _config(name: str, arg: str, overrides: dict):
   from vitpose_jax import configlib
 
   config = configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), name).get_config(arg)
+  configlib.override(config, overrides)
   with config.unlocked():
-    for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split('.')
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
     # Short runs (smoke tests of this script) keep a warm-up that fits.
     config.schedule.warmup_steps = min(config.schedule.warmup_steps, config.total_steps // 5)
   return config

@@ -40,6 +40,19 @@ def images():
   return make
 
 
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  """A module's own synthetic-data cache (VITPOSE_JAX_CACHE), restored afterwards."""
+  path = str(tmp_path_factory.mktemp('cache'))
+  old = os.environ.get('VITPOSE_JAX_CACHE')
+  os.environ['VITPOSE_JAX_CACHE'] = path
+  yield path
+  if old is None:
+    del os.environ['VITPOSE_JAX_CACHE']
+  else:
+    os.environ['VITPOSE_JAX_CACHE'] = old
+
+
 def tiny_config(tasks=FOUR_TASKS, **kw):
   kw.setdefault('image_size', SMALL_IMAGE)
   return models.model_config('nano', tasks, **kw)

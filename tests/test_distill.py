@@ -15,24 +15,9 @@ from vitpose_jax import checkpoint, configlib, distill, models, train
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
 
 
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('cache'))
-  old = os.environ.get('VITPOSE_JAX_CACHE')
-  os.environ['VITPOSE_JAX_CACHE'] = path
-  yield path
-  if old is None:
-    del os.environ['VITPOSE_JAX_CACHE']
-  else:
-    os.environ['VITPOSE_JAX_CACHE'] = old
-
-
 def _config(arg, **values):
   config = configlib.sibling_config(os.path.join(CONFIGS, 'x.py'), 'distill').get_config(arg)
-  with config.unlocked():
-    for k, v in values.items():
-      config[k] = v
-  return config
+  return configlib.override(config, values)
 
 
 def test_stage_one_trains_only_the_tokens_and_keeps_every_teacher_weight_and_statistic(

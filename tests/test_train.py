@@ -14,33 +14,10 @@ CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py'
 
 
 def _config(arg='runlocal,variant=nano,tasks=coco+infant', **overrides):
-  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
-  import importlib.util
+  from vitpose_jax import configlib
 
-  spec = importlib.util.spec_from_file_location('multitask_config', CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  with config.unlocked():
-    for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split('.')
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
-
-
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('cache'))
-  old = os.environ.get('VITPOSE_JAX_CACHE')
-  os.environ['VITPOSE_JAX_CACHE'] = path
-  yield path
-  if old is None:
-    del os.environ['VITPOSE_JAX_CACHE']
-  else:
-    os.environ['VITPOSE_JAX_CACHE'] = old
+  return configlib.override(configlib.sibling_config(CONFIG, 'multitask').get_config(arg),
+                            overrides)
 
 
 def test_runlocal_writes_the_run_directory_and_a_rerun_resumes(cache, tmp_path, capsys):

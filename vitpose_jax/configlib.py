@@ -50,3 +50,17 @@ def sibling_config(config_file: str, name: str) -> types.ModuleType:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def override(config: ml_collections.ConfigDict,
+             values: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys (``{'tasks.coco.batch_size': 4}``) as ``--config.a.b=v`` would, in place;
+  returns ``config``."""
+  with config.unlocked():
+    for key, value in values.items():
+      target = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        target = target[p]
+      target[leaf] = value
+  return config
