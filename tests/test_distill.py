@@ -48,14 +48,18 @@ def test_stage_one_needs_a_teacher_outside_smoke_runs(tmp_path):
     distill.run(config, str(tmp_path / 'x'))
 
 
-def test_stage_one_smoke_run_trains_its_own_teacher(cache, tmp_path):
-  env = {**os.environ, 'VITPOSE_JAX_CACHE': cache}
+def _smoke_run(stage, workdir, cache):
   out = subprocess.run(
       [sys.executable, '-m', 'vitpose_jax.main',
-       f'--config={CONFIGS}/distill.py:stage=tokens,runlocal,tasks=coco+infant',
-       f'--workdir={tmp_path / "run"}', '--config.plots=0'],
-      env=env, capture_output=True, text=True)
+       f'--config={CONFIGS}/distill.py:stage={stage},runlocal,tasks=coco+infant',
+       f'--workdir={workdir}', '--config.plots=0'],
+      env={**os.environ, 'VITPOSE_JAX_CACHE': cache}, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def test_stage_one_smoke_run_trains_its_own_teacher(cache, tmp_path):
+  out = _smoke_run('tokens', tmp_path / 'run', cache)
   assert 'training a smoke-run teacher' in out.stdout
   assert os.path.isfile(tmp_path / 'run' / 'teacher' / 'metrics.json')
   assert models.ModelConfig.load(str(tmp_path / 'run')).num_knowledge_tokens == 1
@@ -97,19 +101,13 @@ def test_stage_two_keeps_the_teachers_tokens_frozen_and_trains_the_bridge(cache,
   fresh = models.create_model(cfg, seed=config.seed).backbone.knowledge_bridge
   assert student.backbone.knowledge_bridge.kernel.shape == (96, 32)
   assert not np.array_equal(student.backbone.knowledge_bridge.kernel[...], fresh.kernel[...])
-  # The student's own output now depends on the teacher's tokens.
+  # The loaded student runs on its own, bridge and frozen tokens included.
   images = {'coco': jax.random.normal(jax.random.key(0), (1, 256, 192, 3))}
   assert student(images)[0]['coco'].shape == (1, 64, 48, 17)
 
 
 def test_stage_two_smoke_run_trains_teacher_tokens_and_student(cache, tmp_path):
-  env = {**os.environ, 'VITPOSE_JAX_CACHE': cache}
-  out = subprocess.run(
-      [sys.executable, '-m', 'vitpose_jax.main',
-       f'--config={CONFIGS}/distill.py:stage=student,runlocal,tasks=coco+infant',
-       f'--workdir={tmp_path / "run"}', '--config.plots=0'],
-      env=env, capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr[-3000:]
+  out = _smoke_run('student', tmp_path / 'run', cache)
   assert 'learning smoke-run tokens' in out.stdout
   student = models.ModelConfig.load(str(tmp_path / 'run'))
   teacher = models.ModelConfig.load(str(tmp_path / 'run' / 'teacher'))
