@@ -3,6 +3,7 @@ buffer randomised, and official mmpose-layout state dicts derived from them, mus
 heatmaps after conversion for every dataset index; MAE backbones; task splitting; resampling."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -309,3 +310,26 @@ def test_official_vit_h_patch_14_kernel_is_zero_padded_like_the_official_loader(
   np.testing.assert_array_equal(kernel[1:15, 1:15], sd['patch_embed.proj.weight'].transpose(
       2, 3, 1, 0))
   assert not kernel[0].any() and not kernel[:, 15].any()
+
+
+def test_a_converted_mae_backbone_is_a_finetuning_start(cache, tmp_path):
+  """``--config.init_from`` takes a converted run: the fine-tune starts from its backbone."""
+  from vitpose_jax import configlib, train
+
+  torch = require_extra('torch')
+  sd = _mae_state_dict(seed=8)
+  torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / 'mae.pth')
+  _convert('--src', tmp_path / 'mae.pth', '--format', 'mae', '--image-size', '64,48',
+           '--num-heads', HEADS, '--dst', tmp_path / 'mae')
+  multitask = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py')
+  config = configlib.sibling_config(multitask, 'finetune').get_config(
+      'tasks=infant,from=coco,train=heads,runlocal')
+  with config.unlocked():
+    config.init_from = str(tmp_path / 'mae')
+    config.evals = {}
+    config.plots = 0
+  train.train_and_evaluate(config, str(tmp_path / 'ft'))
+  tuned, _ = checkpoint.load_model(tmp_path / 'ft')
+  assert tuned.config.width == WIDTH and tuned.config.task_names == ('infant',)
+  np.testing.assert_array_equal(np.asarray(tuned.backbone.blocks[0].attn.qkv.kernel[...]),
+                                sd['blocks.0.attn.qkv.weight'].T)

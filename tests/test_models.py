@@ -329,3 +329,14 @@ def test_knowledge_tokens_can_come_from_outside_and_are_checked(images):
   other = model.config.task_names[1]
   with pytest.raises(ModelConfigError, match='missing'):
     model(batch, knowledge={other: tokens[other]})
+
+
+def test_dense_for_task_keeps_that_task_knowledge_tokens(images):
+  model = randomize(_with_tokens(2, seed=4), seed=4)
+  batch = images({'coco': 2, 'infant': 1})
+  heatmaps, _ = model(batch)
+  for task in ('coco', 'infant'):
+    dense = models.dense_for_task(model, task)
+    assert dense.config.num_knowledge_tokens == 2
+    np.testing.assert_allclose(dense({task: batch[task]})[0][task], heatmaps[task], atol=1e-5,
+                               rtol=1e-5)

@@ -202,5 +202,8 @@ def dense_for_task(model: VitPose, task: str) -> VitPose:
           'bias': jnp.concatenate([mlp['fc2']['bias'], expert['bias']], axis=0),
       }
     mlp['experts'] = {}
+  if model.config.num_knowledge_tokens:
+    i = model.config.task_names.index(task)
+    backbone['knowledge_tokens'] = backbone['knowledge_tokens'][i:i + 1]
   _load_pure(dense, {'backbone': backbone, 'heads': {task: src['heads'][task]}})
   return dense
