@@ -43,3 +43,38 @@ def test_distillation_experiment_writes_its_table_and_plot(tmp_path):
   results = json.loads((out_dir / 'results.json').read_text())
   assert len(results['per_seed']['+ both']) == 1
   assert set(results['table']['+ both']) == {'coco', 'infant', 'mean'}
+
+
+def _run_experiment(script, out_dir, cache, *args):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(cache)}
+  subprocess.run([sys.executable, str(ROOT / 'experiments' / script), '--out', str(out_dir),
+                  '--variant', 'nano', '--num-train', '10', '--num-val', '4', '--seeds', '1',
+                  *args], check=True, capture_output=True, text=True, env=env)
+  return (out_dir / 'results.md').read_text(), json.loads((out_dir / 'results.json').read_text())
+
+
+def test_factorization_ablation_writes_its_table_and_plot(tmp_path):
+  table, results = _run_experiment('factorization_ablation.py', tmp_path / 'out',
+                                   tmp_path / 'cache', '--tasks', 'coco+infant', '--steps', '2',
+                                   '--batch', '2')
+  assert table.startswith('`python experiments/factorization_ablation.py')
+  for arm in ('factorized multi-task', 'shared multi-task', 'separate single-task'):
+    assert f'| {arm} | ' in table
+  # Serving two tasks: separate models hold two backbones, the factorized one two experts.
+  params = results['params']
+  assert params['shared multi-task'] < params['factorized multi-task'] < params[
+      'separate single-task']
+  assert set(results['table']['shared multi-task']) == {
+      'coco/AP', 'coco/PCK@0.2', 'infant/AP', 'infant/PCK@0.2', 'mean/AP'}
+  assert (tmp_path / 'out' / 'ap.png').stat().st_size > 0
+
+
+def test_finetune_populations_writes_its_table_and_plot(tmp_path):
+  table, results = _run_experiment('finetune_populations.py', tmp_path / 'out',
+                                   tmp_path / 'cache', '--pretrain-tasks', 'coco',
+                                   '--targets', 'infant', '--fractions', '0.3,1.0',
+                                   '--pretrain-steps', '2', '--steps', '2', '--batch', '2')
+  assert table.startswith('`python experiments/finetune_populations.py')
+  assert '| infant 30% | ' in table and '| infant 100% | ' in table
+  assert set(results['table']['pretrained + fine-tune']) == {'infant 30%', 'infant 100%'}
+  assert (tmp_path / 'out' / 'pck.png').stat().st_size > 0

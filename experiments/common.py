@@ -1,0 +1,120 @@
+"""What the experiment scripts share: configs with overrides, resumable runs, synthetic data specs,
+the results table (markdown + JSON, the command at the top) and a grouped bar plot (PIL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Experiments train many short runs: no pictures, one checkpoint at the end, sparse logging.
+QUIET = {'plots': 0, 'checkpoint.every_steps': 10**9, 'log_every_steps': 50}
+COLOURS = [(120, 120, 120), (66, 133, 244), (219, 68, 55), (15, 157, 88), (244, 180, 0),
+           (171, 71, 188)]
+
+
+def command_line(script: str) -> str:
+  return 'python ' + ' '.join(shlex.quote(a) for a in
+                              [os.path.relpath(script, ROOT)] + sys.argv[1:])
+
+
+def config(name: str, arg: str, overrides: Mapping):
+  """configs/NAME.py:ARG with dotted-key ``overrides``; short runs keep a warm-up that fits."""
+  from vitpose_jax import configlib
+
+  cfg = configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), name).get_config(arg)
+  configlib.override(cfg, overrides)
+  with cfg.unlocked():
+    cfg.schedule.warmup_steps = min(cfg.schedule.warmup_steps, cfg.total_steps // 5)
+  return cfg
+
+
+def run(cfg, workdir: str, runner: Callable) -> dict:
+  """``runner(cfg, workdir)`` unless WORKDIR/metrics.json exists (a finished run is reused)."""
+  done = os.path.join(workdir, 'metrics.json')
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  print(f'--- {workdir}', flush=True)
+  return runner(cfg, workdir)
+
+
+def population(task: str) -> str:
+  from vitpose_jax import configlib
+
+  tasks = configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), 'multitask').TASKS
+  return tasks[task][1]
+
+
+def synthetic_data(tasks: Sequence[str], num_train: int | Mapping[str, int],
+                   num_val: int) -> dict:
+  """Overrides pointing each task's train / val / eval data at the synthetic population; the
+  generator draws instance i from (seed, split, population, i), so a smaller ``num_train`` is a
+  prefix of a larger one."""
+  out = {}
+  for task in tasks:
+    n = num_train[task] if isinstance(num_train, Mapping) else num_train
+    out[f'tasks.{task}.train'] = dict(source='synthetic', population=population(task), num=n,
+                                      seed=0)
+    val = dict(source='synthetic', population=population(task), num=num_val, seed=0)
+    out[f'tasks.{task}.val'] = val
+    out[f'evals.{task}.data'] = val
+  return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  return float(np.mean(values)), float(np.std(values))
+
+
+def pm(mean: float, std: float) -> str:
+  return f'{mean:.4f} ± {std:.4f}'
+
+
+def write_results(out: str, command: str, preamble: str, header: Sequence[str],
+                  rows: Sequence[Sequence[str]], data: dict):
+  """RESULTS/results.md (command, preamble, table) and RESULTS/results.json; returns the text."""
+  lines = [f'`{command}`', '', preamble, '', '| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  text = '\n'.join(lines) + '\n'
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'results.md'), 'w') as f:
+    f.write(text)
+  with open(os.path.join(out, 'results.json'), 'w') as f:
+    json.dump({'command': command, **data}, f, indent=1)
+  return text
+
+
+def bar_plot(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Sequence[str],
+             path: str, ylabel: str):
+  """Grouped bars: ``table[arm][group] = (mean, std)``, one colour per arm, std as a line."""
+  from PIL import Image, ImageDraw
+
+  arms = list(table)
+  bar, gap, height, top = 18, 30, 240, 20 + 16 * ((len(arms) + 3) // 4)
+  width = max(len(groups) * (len(arms) * bar + gap) + gap, gap + min(len(arms), 4) * 170)
+  image = Image.new('RGB', (width, height + top + 60), 'white')
+  draw = ImageDraw.Draw(image)
+  scale = max(max(m + s for m, s in table[arm].values()) for arm in arms) or 1.0
+  for g, group in enumerate(groups):
+    x0 = gap + g * (len(arms) * bar + gap)
+    for a, arm in enumerate(arms):
+      mean, std = table[arm][group]
+      x = x0 + a * bar
+      y = top + height - height * mean / scale
+      draw.rectangle([x, y, x + bar - 3, top + height], fill=COLOURS[a % len(COLOURS)])
+      err = height * std / scale
+      draw.line([x + bar // 2 - 1, y - err, x + bar // 2 - 1, y + err], fill='black')
+    draw.text((x0, top + height + 5), group, fill='black')
+  for a, arm in enumerate(arms):
+    x, y = gap + (a % 4) * 170, 5 + 16 * (a // 4)
+    draw.rectangle([x, y, x + 10, y + 10], fill=COLOURS[a % len(COLOURS)])
+    draw.text((x + 14, y - 1), arm, fill='black')
+  draw.text((gap, top + height + 25), f'{ylabel} (top of the axis = {scale:.3f}); bars: mean, '
+            'lines: ± std over seeds', fill='black')
+  image.save(path)
