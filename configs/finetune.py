@@ -11,8 +11,8 @@ keypoint layer) of the source task `from` names; everything else is fresh.
   # your own schema and COCO-format data:
   python -m vitpose_jax.main --config=configs/finetune.py:tasks=infant,train=experts+heads \
       --config.init_from=RUN --config.tasks.infant.schema=my_schema.json \
-      --config.tasks.infant.train="dict(source='coco', annotations='train.json', images='img/')" \
-      --config.tasks.infant.val="dict(source='coco', annotations='val.json', images='img/')" \
+      --config.tasks.infant.train="{'source': 'coco', 'annotations': 'tr.json', 'images': 'i/'}" \
+      --config.tasks.infant.val="{'source': 'coco', 'annotations': 'va.json', 'images': 'i/'}" \
       --workdir=/tmp/my_finetune
 
 Arguments: `tasks=a+b` (names from configs/multitask.py's table; their synthetic populations are

@@ -11,7 +11,7 @@ A smoke run (< 1 minute; checks the plumbing, learns nothing):
   python -m vitpose_jax.main --config=configs/multitask.py:runlocal --workdir=/tmp/vitpose_smoke
 
 The real-scale recipe is `:variant=B` with real data paths, e.g.
-`--config.tasks.coco.train="dict(source='coco', annotations=..., images=...)"`: the official
+`--config.tasks.coco.train="{'source': 'coco', 'annotations': A, 'images': DIR}"`: the official
 ViTPose++ settings (AdamW lr 1e-3, wd 0.1, layer decay 0.75 for B, 210 epochs with ×0.1 at 170
 and 200, warm-up 500 steps, batch 128 × 8 GPUs shared by the tasks). Deviations from the official
 recipe (DESIGN §6): UDP targets for every task; each task's loss averaged over its own samples.
