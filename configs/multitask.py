@@ -74,11 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   config.data = dict(num_workers=0, threads=2, prefetch_batches=4, sigma=2.0,
                      augment=dataclasses.asdict(AugmentConfig()))
-  config.evals = {
-      name: dict(type='keypoints', task=name, data=config.tasks[name].val.to_dict(),
-                 batch_size=32)
-      for name in names
-  }
+  # data=None: the task's val data (resolved when training starts, so an override of
+  # tasks.<name>.val moves the evaluation with it).
+  config.evals = {name: dict(type='keypoints', task=name, data=None, batch_size=32)
+                  for name in names}
   config.eval_every_steps = 0  # 0: only at the end
   config.log_every_steps = 1 if arg.runlocal else 20
   config.checkpoint = dict(every_steps=2 if arg.runlocal else 200, keep=2,

@@ -12,6 +12,7 @@ metrics.json, TensorBoard events, plots/. Re-running on the same workdir resumes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -247,6 +248,21 @@ def _plots(predictor, config, workdir: str):
     grid.save(os.path.join(workdir, 'plots', f'{name}.png'))
 
 
+def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose ``evals`` entries without ``data`` evaluate their task's
+  validation data (``tasks.<task>.val``), so pointing a task at other data moves its evaluation
+  with it."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for name, spec in config.evals.items():
+      if spec.get('data') is None:
+        task = spec.get('task', name)
+        if task not in config.tasks:
+          raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
+        spec.data = config.tasks[task].val.to_dict()
+  return config
+
+
 def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
   from vitpose_jax.evaluation import run_evaluators
   from vitpose_jax.predict import Predictor
@@ -301,42 +317,37 @@ class _Stop:
       signal.signal(sig, handler)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming from ``workdir`` when it holds checkpoints), evaluates, writes the run
-  directory and returns the final metrics."""
-  from tensorboardX import SummaryWriter
-
-  os.makedirs(workdir, exist_ok=True)
-  mcfg = model_config(config)
-  image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
-  devices = jax.devices()
-  mesh = Mesh(np.array(devices), ('data',))
-  replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P('data'))
-  for name, t in config.tasks.items():
-    if t.batch_size % len(devices):
-      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
-                          f'{len(devices)} devices')
-
-  # Data: one stream per task, zipped into global batches; the host feeds its local share.
+def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
+  """``(iterator, sources)``: the checkpointable iterator over this process's share of the
+  training batches (one stream per task with the training transforms, zipped) and each task's
+  training source."""
   sources = _sources(config, 'train')
   augment = transforms.AugmentConfig(**config.data.get('augment', {}))
   tasks = []
   for name, t in config.tasks.items():
     schema = mcfg.task(name).skeleton
-    tasks.append(pipeline.TaskData(name, schema, sources[name], t.batch_size,
-                                   tuple(transforms.train_transforms(schema, image_size, augment))))
+    tasks.append(pipeline.TaskData(
+        name, schema, sources[name], t.batch_size,
+        tuple(transforms.train_transforms(schema, mcfg.image_size, augment))))
   dataset = pipeline.train_dataset(tasks, seed=config.seed, process_index=jax.process_index(),
                                    process_count=jax.process_count())
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
                                     num_threads=config.data.threads,
                                     prefetch_batches=config.data.prefetch_batches)
+  return iterator, sources
 
-  # Durations are converted to steps once, here.
-  epoch_task = config.get('epoch_task') or next(iter(config.tasks))
-  steps_per_epoch = max(1, len(sources[epoch_task]) // config.tasks[epoch_task].batch_size)
-  global_batch = sum(t.batch_size for t in config.tasks.values())
-  total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
+
+def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sharding) -> dict:
+  """A host batch as the step takes it: each task's images and keypoints as global arrays
+  (batch axis over ``sharding``) made from this process's share."""
+  return {t: {k: jax.make_array_from_process_local_data(sharding, np.asarray(b[k]))
+              for k in _DEVICE_KEYS} for t, b in batch.items()}
+
+
+def make_optimizer(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, params, *,
+                   total_steps: int, steps_per_epoch: int):
+  """The run's optimizer (``config.optimizer``, ``config.trainable``) and learning-rate schedule
+  (``config.schedule``, epochs converted with ``steps_per_epoch``): ``(tx, lr_schedule)``."""
   sched_cfg = config.schedule
   lr_schedule = optim.schedule(
       base_lr=config.optimizer.lr, total_steps=total_steps,
@@ -344,41 +355,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       kind=sched_cfg.kind,
       decay_steps=tuple(int(e * steps_per_epoch) for e in sched_cfg.decay_epochs),
       decay_factor=sched_cfg.decay_factor, min_lr_ratio=sched_cfg.min_lr_ratio)
-
-  model = models.create_model(mcfg, seed=config.seed)
-  if config.init_from:
-    loaded = _init_from(model, config.init_from, config.get('expert_from', {}))
-    logging.info('init_from %s: loaded %s', config.init_from, loaded)
-    if jax.process_index() == 0:
-      print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
-  elif config.get('expert_from'):
-    raise TrainingError('config.expert_from needs config.init_from')
-  if config.get('tokens_from'):
-    print(f'loaded {_knowledge_source(model, config.tokens_from)}', flush=True)
-  # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
-  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
-  teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
-  if kd_weight and teacher is None:
-    raise TrainingError('config.heatmap_distill_weight > 0 needs config.teacher=RUN')
-  teacher_graphdef, teacher_state = (nnx.split(teacher) if teacher is not None
-                                     else (None, None))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   opt = config.optimizer
   tx = optim.make_optimizer(params, depth=mcfg.depth, trainable=_trainable(config, mcfg),
                             weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,
                             schedule=lr_schedule, b1=opt.b1, b2=opt.b2, eps=opt.get('eps', 1e-8),
                             clip_norm=opt.clip_norm)
-  state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
-           'step': jnp.zeros((), jnp.int32),
-           'rng': jax.random.key_data(jax.random.key(config.seed))}
-  state = jax.device_put(state, replicated)
-  teacher_state = jax.device_put(teacher_state, replicated)
+  return tx, lr_schedule
 
+
+def init_state(params, batch_stats, tx: optax.GradientTransformation, seed: int) -> dict:
+  """The training state the step carries: parameters, BatchNorm statistics, optimizer state,
+  step counter and rng key data."""
+  return {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
+          'step': jnp.zeros((), jnp.int32), 'rng': jax.random.key_data(jax.random.key(seed))}
+
+
+def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, graphdef,
+                    tx: optax.GradientTransformation, lr_schedule: optax.Schedule, *,
+                    sharding: jax.sharding.Sharding, teacher_graphdef=None):
+  """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
+  (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
+  ``{task: {'image', 'keypoints'}}``; ``teacher_state`` is None without heatmap distillation."""
+  image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
-  if not train_mode and not mcfg.num_knowledge_tokens:
-    raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
+  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
   sigma = config.data.sigma
@@ -418,12 +420,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  'step': state['step'] + 1, 'rng': jax.random.key_data(rng)}
     return new_state, metrics
 
-  state_sharding = jax.tree.map(lambda _: replicated, state)
-  step_fn = jax.jit(train_step, out_shardings=(state_sharding, replicated), donate_argnums=0)
+  # One sharding stands for every leaf of both outputs.
+  return jax.jit(train_step, out_shardings=sharding, donate_argnums=0)
 
-  def to_device(batch):
-    return {t: {k: jax.make_array_from_process_local_data(sharded, np.asarray(b[k]))
-                for k in _DEVICE_KEYS} for t, b in batch.items()}
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from ``workdir`` when it holds checkpoints), evaluates, writes the run
+  directory and returns the final metrics."""
+  from tensorboardX import SummaryWriter
+
+  os.makedirs(workdir, exist_ok=True)
+  config = resolve_evals(config)
+  mcfg = model_config(config)
+  devices = jax.devices()
+  mesh = Mesh(np.array(devices), ('data',))
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P('data'))
+  for name, t in config.tasks.items():
+    if t.batch_size % len(devices):
+      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
+                          f'{len(devices)} devices')
+
+  # Data: one stream per task, zipped into global batches; the host feeds its local share.
+  iterator, sources = train_iterator(config, mcfg)
+
+  # Durations are converted to steps once, here.
+  epoch_task = config.get('epoch_task') or next(iter(config.tasks))
+  steps_per_epoch = max(1, len(sources[epoch_task]) // config.tasks[epoch_task].batch_size)
+  global_batch = sum(t.batch_size for t in config.tasks.values())
+  total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
+
+  model = models.create_model(mcfg, seed=config.seed)
+  if config.init_from:
+    loaded = _init_from(model, config.init_from, config.get('expert_from', {}))
+    logging.info('init_from %s: loaded %s', config.init_from, loaded)
+    if jax.process_index() == 0:
+      print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
+  elif config.get('expert_from'):
+    raise TrainingError('config.expert_from needs config.init_from')
+  if config.get('tokens_from'):
+    print(f'loaded {_knowledge_source(model, config.tokens_from)}', flush=True)
+  # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
+  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
+  teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
+  if kd_weight and teacher is None:
+    raise TrainingError('config.heatmap_distill_weight > 0 needs config.teacher=RUN')
+  teacher_graphdef, teacher_state = (nnx.split(teacher) if teacher is not None
+                                     else (None, None))
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  tx, lr_schedule = make_optimizer(config, mcfg, params, total_steps=total_steps,
+                                   steps_per_epoch=steps_per_epoch)
+  state = init_state(params, batch_stats, tx, config.seed)
+  state = jax.device_put(state, replicated)
+  teacher_state = jax.device_put(teacher_state, replicated)
+
+  if config.get('trainable', 'all') == 'tokens' and not mcfg.num_knowledge_tokens:
+    raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
+  step_fn = make_train_step(config, mcfg, graphdef, tx, lr_schedule, sharding=replicated,
+                            teacher_graphdef=teacher_graphdef)
 
   # Run directory and resumption. Process 0 writes the files; every process takes part in
   # checkpointing (Orbax coordinates them).
@@ -514,7 +568,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   t_start = time.perf_counter()
   with _Stop() as stop:
     while step < total_steps:
-      batch = to_device(next(iterator))
+      batch = to_device(next(iterator), sharded)
       state, metrics = step_fn(state, batch, teacher_state)
       step += 1
       n_log += 1
