@@ -53,17 +53,16 @@ def population(task: str) -> str:
 
 def synthetic_data(tasks: Sequence[str], num_train: int | Mapping[str, int],
                    num_val: int) -> dict:
-  """Overrides pointing each task's train / val / eval data at the synthetic population; the
-  generator draws instance i from (seed, split, population, i), so a smaller ``num_train`` is a
-  prefix of a larger one."""
+  """Overrides pointing each task's train / val data (and so its evaluation) at the synthetic
+  population; the generator draws instance i from (seed, split, population, i), so a smaller
+  ``num_train`` is a prefix of a larger one."""
   out = {}
   for task in tasks:
     n = num_train[task] if isinstance(num_train, Mapping) else num_train
     out[f'tasks.{task}.train'] = dict(source='synthetic', population=population(task), num=n,
                                       seed=0)
-    val = dict(source='synthetic', population=population(task), num=num_val, seed=0)
-    out[f'tasks.{task}.val'] = val
-    out[f'evals.{task}.data'] = val
+    out[f'tasks.{task}.val'] = dict(source='synthetic', population=population(task), num=num_val,
+                                    seed=0)
   return out
 
 
