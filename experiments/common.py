@@ -70,8 +70,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
 
-def pm(mean: float, std: float) -> str:
-  return f'{mean:.4f} ± {std:.4f}'
+def pm(mean: float, std: float, seeds: int = 2) -> str:
+  """``mean ± std`` over seeds; the value alone for a single seed."""
+  return f'{mean:.4f} ± {std:.4f}' if seeds > 1 else f'{mean:.4f}'
 
 
 def write_results(out: str, command: str, preamble: str, header: Sequence[str],
@@ -96,12 +97,14 @@ def bar_plot(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Seq
 
   arms = list(table)
   bar, gap, height, top = 18, 30, 240, 20 + 16 * ((len(arms) + 3) // 4)
-  width = max(len(groups) * (len(arms) * bar + gap) + gap, gap + min(len(arms), 4) * 170)
+  # Wide enough for each group's label (PIL's default font: ~6 px a character).
+  step = max(len(arms) * bar, 6 * max(len(g) for g in groups)) + gap
+  width = max(len(groups) * step + gap, gap + min(len(arms), 4) * 170)
   image = Image.new('RGB', (width, height + top + 60), 'white')
   draw = ImageDraw.Draw(image)
   scale = max(max(m + s for m, s in table[arm].values()) for arm in arms) or 1.0
   for g, group in enumerate(groups):
-    x0 = gap + g * (len(arms) * bar + gap)
+    x0 = gap + g * step
     for a, arm in enumerate(arms):
       mean, std = table[arm][group]
       x = x0 + a * bar

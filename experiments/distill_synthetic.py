@@ -85,7 +85,7 @@ def main(argv=None):
       f'({args.token_steps} steps), student {args.student}, {args.student_steps} steps in every '
       f'arm, {args.seeds} seeds, synthetic data ({args.num_train} train / {args.num_val} val per '
       'task), ground-truth boxes. AP: mean ± std over seeds.')
-  rows = [[arm] + [common.pm(*table[arm][k]) for k in tasks + ['mean']] for arm in ARMS]
+  rows = [[arm] + [common.pm(*table[arm][k], args.seeds) for k in tasks + ['mean']] for arm in ARMS]
   text = common.write_results(args.out, command, preamble,
                               ['arm'] + [f'{t} AP' for t in tasks] + ['mean AP'], rows,
                               {'per_seed': results, 'table': table})

@@ -99,9 +99,9 @@ def main(argv=None):
       'what serving every task takes.')
   header = (['arm'] + [f'{t} AP' for t in tasks] + ['mean AP']
             + [f'{t} PCK@0.2' for t in tasks] + ['params'])
-  rows = [[arm] + [common.pm(*table[arm][f'{t}/AP']) for t in tasks]
-          + [common.pm(*table[arm]['mean/AP'])]
-          + [common.pm(*table[arm][f'{t}/PCK@0.2']) for t in tasks]
+  rows = [[arm] + [common.pm(*table[arm][f'{t}/AP'], args.seeds) for t in tasks]
+          + [common.pm(*table[arm]['mean/AP'], args.seeds)]
+          + [common.pm(*table[arm][f'{t}/PCK@0.2'], args.seeds) for t in tasks]
           + [f'{params[arm] / 1e6:.2f} M'] for arm in ARMS]
   text = common.write_results(args.out, command, preamble, header, rows,
                               {'per_seed': results, 'table': table, 'params': params})

@@ -84,11 +84,11 @@ def main(argv=None):
       f'{args.variant}; pretrained on {", ".join(pretrain_tasks)} for {args.pretrain_steps} '
       f'steps (synthetic adults); every target run {args.steps} steps × {args.batch} samples; '
       f'target data: the first 10/30/100% of {args.num_train} synthetic instances; '
-      f'{args.num_val} val instances, ground-truth boxes, flip test; {args.seeds} seeds, '
-      'mean ± std.')
+      f'{args.num_val} val instances, ground-truth boxes, flip test; '
+      + (f'{args.seeds} seeds, mean ± std.' if args.seeds > 1 else 'one seed.'))
   header = ['target, data'] + [f'{arm} AP' for arm in ARMS] + [f'{arm} PCK@0.2' for arm in ARMS]
-  rows = [[g] + [common.pm(*table[arm][g]['AP']) for arm in ARMS]
-          + [common.pm(*table[arm][g]['PCK@0.2']) for arm in ARMS] for g in groups]
+  rows = [[g] + [common.pm(*table[arm][g]['AP'], args.seeds) for arm in ARMS]
+          + [common.pm(*table[arm][g]['PCK@0.2'], args.seeds) for arm in ARMS] for g in groups]
   text = common.write_results(args.out, command, preamble, header, rows,
                               {'per_seed': results, 'table': table})
   common.bar_plot({arm: {g: table[arm][g]['PCK@0.2'] for g in groups} for arm in ARMS}, groups,

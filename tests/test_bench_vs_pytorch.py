@@ -7,11 +7,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from conftest import require_extra
 
 ROOT = pathlib.Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_vs_pytorch_small_reports_every_ratio_and_goal(tmp_path):
   require_extra('torch')
   require_extra('transformers')

@@ -58,6 +58,7 @@ def _smoke_run(stage, workdir, cache):
   return out
 
 
+@pytest.mark.slow
 def test_stage_one_smoke_run_trains_its_own_teacher(cache, tmp_path):
   out = _smoke_run('tokens', tmp_path / 'run', cache)
   assert 'training a smoke-run teacher' in out.stdout
@@ -106,6 +107,7 @@ def test_stage_two_keeps_the_teachers_tokens_frozen_and_trains_the_bridge(cache,
   assert student(images)[0]['coco'].shape == (1, 64, 48, 17)
 
 
+@pytest.mark.slow
 def test_stage_two_smoke_run_trains_teacher_tokens_and_student(cache, tmp_path):
   out = _smoke_run('student', tmp_path / 'run', cache)
   assert 'learning smoke-run tokens' in out.stdout

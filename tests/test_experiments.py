@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).parent.parent
 
 
@@ -27,6 +29,7 @@ def test_mean_pose_baseline_runs_and_reports_every_task(tmp_path):
   assert {'coco/AP', 'wholebody/AP_body', 'infant/AP', 'wheelchair/AP'} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_distillation_experiment_writes_its_table_and_plot(tmp_path):
   env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
   out_dir = tmp_path / 'results'
@@ -53,6 +56,7 @@ def _run_experiment(script, out_dir, cache, *args):
   return (out_dir / 'results.md').read_text(), json.loads((out_dir / 'results.json').read_text())
 
 
+@pytest.mark.slow
 def test_factorization_ablation_writes_its_table_and_plot(tmp_path):
   table, results = _run_experiment('factorization_ablation.py', tmp_path / 'out',
                                    tmp_path / 'cache', '--tasks', 'coco+infant', '--steps', '2',
@@ -69,6 +73,7 @@ def test_factorization_ablation_writes_its_table_and_plot(tmp_path):
   assert (tmp_path / 'out' / 'ap.png').stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_finetune_populations_writes_its_table_and_plot(tmp_path):
   table, results = _run_experiment('finetune_populations.py', tmp_path / 'out',
                                    tmp_path / 'cache', '--pretrain-tasks', 'coco',
