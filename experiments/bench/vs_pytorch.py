@@ -105,7 +105,22 @@ def line(label: str, s: dict) -> str:
           f'  -> {s["img_per_s_best"]:6.2f} img/s (best), {s["img_per_s_median"]:6.2f} (median)')
 
 
+def versus(title: str, ours_label: str, times: dict, batch: int) -> dict:
+  """Prints ours against HF (throughput of the best and median rounds, and their ratios) and
+  returns the summaries with ``speedup_best`` / ``speedup_median``."""
+  out = {k: summary(v, batch) for k, v in times.items()}
+  out['speedup_best'] = out['hf']['best_s'] / out['ours']['best_s']
+  out['speedup_median'] = out['hf']['median_s'] / out['ours']['median_s']
+  print(title)
+  print(line(ours_label, out['ours']))
+  print(line('HF transformers (torch)', out['hf']))
+  print(f'  ratio ours/torch throughput: {out["speedup_best"]:.2f}x (best), '
+        f'{out["speedup_median"]:.2f}x (median)')
+  return out
+
+
 # --- our side -------------------------------------------------------------------------------
+
 
 def random_batch(mcfg: models.ModelConfig, counts: dict[str, int], seed: int = 0) -> dict:
   """Normalised-looking images and visible keypoints inside the crop, per task."""
@@ -237,15 +252,7 @@ def bench_inference_and_training(args, results):
 
   times = alternate({'ours': lambda: predictor.heatmaps('coco', images), 'hf': torch_forward},
                     args.iters, args.warmup)
-  a = {k: summary(v, batch) for k, v in times.items()}
-  a['speedup_best'] = a['hf']['best_s'] / a['ours']['best_s']
-  a['speedup_median'] = a['hf']['median_s'] / a['ours']['median_s']
-  results['inference'] = a
-  print('(a) inference')
-  print(line('ours (Predictor, jitted)', a['ours']))
-  print(line('HF transformers (torch)', a['hf']))
-  print(f'  ratio ours/torch throughput: {a["speedup_best"]:.2f}x (best), '
-        f'{a["speedup_median"]:.2f}x (median)')
+  results['inference'] = a = versus('(a) inference', 'ours (Predictor, jitted)', times, batch)
 
   # (b) training step
   device_batch = ours.device_batch(host)
@@ -263,15 +270,8 @@ def bench_inference_and_training(args, results):
 
   times = alternate({'ours': lambda: ours.step(device_batch), 'hf': torch_step},
                     args.iters, args.warmup)
-  b = {k: summary(v, batch) for k, v in times.items()}
-  b['speedup_best'] = b['hf']['best_s'] / b['ours']['best_s']
-  b['speedup_median'] = b['hf']['median_s'] / b['ours']['median_s']
-  results['train_step'] = b
-  print('(b) training step (forward + backward + AdamW update)')
-  print(line('ours (train.make_train_step)', b['ours']))
-  print(line('HF transformers (torch)', b['hf']))
-  print(f'  ratio ours/torch throughput: {b["speedup_best"]:.2f}x (best), '
-        f'{b["speedup_median"]:.2f}x (median)')
+  results['train_step'] = b = versus('(b) training step (forward + backward + AdamW update)',
+                                     'ours (train.make_train_step)', times, batch)
 
   # (c) forward MFU
   peak = matmul_peak(args.peak_shapes)
