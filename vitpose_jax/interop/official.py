@@ -285,13 +285,13 @@ def to_model(
     image_size = (256, 192) if fmt == 'mae' else (grid[0] * patch, grid[1] * patch)
 
   shared_head = fmt == 'hf'
-  heads = {} if fmt == 'mae' else {i: _read_head(src, p) for i, p in _head_prefixes(src).items()}
+  prefixes = {} if fmt == 'mae' else _head_prefixes(src)
+  heads = {i: _read_head(src, p) for i, p in prefixes.items()}
   if fmt != 'mae' and not heads:
     raise ConvertError(f'{origin}: no keypoint head (keypoint_head.final_layer.weight) found')
   if tasks is None:
     tasks = [TaskChoice('coco', 0, 'coco17')] if fmt == 'mae' else _default_tasks(
         heads, shared_head, origin)
-  prefixes = _head_prefixes(src)
   task_heads = {}
   for t in tasks:
     if fmt == 'mae':
@@ -303,6 +303,7 @@ def to_model(
     task_heads[t.name] = (heads[key], prefixes[key])
 
   factorized = num_experts > 0 or (fmt == 'mae' and expert_dim > 0)
+  source_experts = []  # the checkpoint's expert index of each of our experts
   if fmt == 'mae' and expert_dim:
     part, num_experts = expert_dim, len(tasks)
     experts = {t.name: i for i, t in enumerate(tasks)}
@@ -321,6 +322,7 @@ def to_model(
       notes.append(f'experts without a task kept: dataset indices '
                    f'{sorted(set(range(num_experts)) - {t.index for t in tasks})}')
     num_experts = len(kept)
+    source_experts = list(kept)
   else:
     # One expert in a Hugging Face checkpoint is the plain MLP (its num_experts = 1).
     experts = {t.name: 0 for t in tasks}
@@ -359,7 +361,7 @@ def to_model(
   model = models.create_model(config, seed=seed)
   params = nnx.to_pure_dict(nnx.state(model))
   _fill_backbone(src, params['backbone'], config, proj, resample_pos_embed(pos, grid, dst_grid),
-                 fmt == 'mae' and factorized, experts, tasks, drop_headless_experts)
+                 fmt == 'mae' and factorized, source_experts)
   for name, (head, prefix) in task_heads.items():
     _fill_head(src, params['heads'][name], head, prefix)
   state = nnx.state(model)
@@ -393,7 +395,7 @@ def _norm(src: _Source, dst: dict, name: str):
   _put(dst, 'bias', src.get(name + '.bias'), name + '.bias', src.origin)
 
 
-def _fill_backbone(src, dst, config, proj, pos, split_fc2, experts, tasks, drop_headless):
+def _fill_backbone(src, dst, config, proj, pos, split_fc2, source_experts):
   origin = src.origin
   _put(dst['patch_embed']['proj'], 'kernel', proj.transpose(2, 3, 1, 0),
        'backbone.patch_embed.proj.weight', origin)
@@ -415,11 +417,8 @@ def _fill_backbone(src, dst, config, proj, pos, split_fc2, experts, tasks, drop_
         _linear(src, block['mlp']['experts'][e], prefix + 'mlp.fc2', slice(keep, None))
       continue
     _linear(src, block['mlp']['fc2'], prefix + 'mlp.fc2')
-    if config.factorized:
-      kept = (sorted({t.index for t in tasks}) if drop_headless
-              else range(config.num_experts))
-      for position, index in enumerate(kept):
-        _linear(src, block['mlp']['experts'][position], f'{prefix}mlp.experts.{index}')
+    for position, index in enumerate(source_experts):
+      _linear(src, block['mlp']['experts'][position], f'{prefix}mlp.experts.{index}')
 
 
 def _fill_head(src: _Source, dst: dict, head: _Head, prefix: str):
