@@ -73,13 +73,17 @@ class FactorizedMlp(nnx.Module):
   """fc1 shared; fc2 = [shared (C − P outputs) ; expert_i (P outputs)] for task i's samples.
 
   The official code and the HF port run every expert on every sample and mask the results; here
-  each expert runs only on its own segment of the batch, so P-wide experts cost one expert's
-  matmul per sample however many tasks there are. ``expert_dim = 0`` is a plain dense MLP.
+  each segment of the batch runs one matmul with [shared fc2 | its expert]'s kernel, so experts
+  cost no more than a dense fc2 however many tasks there are. (A shared matmul over the whole
+  batch plus a P-wide one per segment computes the same but, with the output concatenated and
+  the input gradient pieced together from slices, measured 7% slower per training step.)
+  ``expert_dim = 0`` is a plain dense MLP.
   """
 
   def __init__(self, width: int, hidden: int, expert_dim: int, num_experts: int, dtype,
                rngs: nnx.Rngs):
     self.expert_dim = expert_dim
+    self.dtype = dtype
     self.fc1 = _linear(width, hidden, dtype, rngs)
     self.fc2 = _linear(hidden, width - expert_dim, dtype, rngs)
     self.experts = nnx.List(
@@ -88,13 +92,15 @@ class FactorizedMlp(nnx.Module):
 
   def __call__(self, x: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     h = jax.nn.gelu(self.fc1(x), approximate=False)
-    shared = self.fc2(h)
     if not self.expert_dim:
-      return shared
-    expert_out = jnp.concatenate(
-        [self.experts[e](h[start:start + count]) for start, count, e in segments], axis=0
-    )
-    return jnp.concatenate([shared, expert_out], axis=-1)
+      return self.fc2(h)
+    outputs = []
+    for start, count, e in segments:
+      expert = self.experts[e]
+      kernel = jnp.concatenate([self.fc2.kernel[...], expert.kernel[...]], axis=1)
+      bias = jnp.concatenate([self.fc2.bias[...], expert.bias[...]])
+      outputs.append(h[start:start + count] @ kernel.astype(self.dtype) + bias.astype(self.dtype))
+    return jnp.concatenate(outputs, axis=0) if len(outputs) > 1 else outputs[0]
 
 
 class Block(nnx.Module):
