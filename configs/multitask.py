@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       expert_dim=-1, deconv_channels=-1,  # -1: the variant's value
       eps=1e-6, drop_path=VARIANTS[arg.variant].drop_path if real_scale else 0.0,
       remat=False, dtype='float32', image_size=(256, 192),
+      attention='auto',  # 'xla', 'cudnn' (fused; GPUs >= sm80, bf16/fp16) or 'auto' (either)
       knowledge_tokens=0,  # per task (distillation, DESIGN §7)
   )
   num_train, num_val = (48, 8) if arg.runlocal else (800, 100)

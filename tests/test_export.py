@@ -119,3 +119,15 @@ def test_main_export_errors(model, tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match='no checkpoint at step 5'):
     export.main_export(cli_args(src=run, dst=dst, step=5))
   assert not os.path.exists(dst)
+
+
+def test_cudnn_attention_model_exports_portably(model, pixels, tmp_path):
+  # A model set to cuDNN attention (a GPU training setting) still exports for every platform:
+  # the artifact is traced with XLA's attention, same weights, same heatmaps.
+  config = model.config.replace(attention='cudnn')
+  gpu_model = models.abstract_model(config)
+  nnx.update(gpu_model, nnx.state(model))
+  exported = export.export_task(gpu_model, 'coco', batch_size=2, platforms=('cpu', 'cuda'))
+  got = np.asarray(roundtrip(exported, tmp_path / 'coco.stablehlo').call(pixels))
+  want = np.asarray(model({'coco': pixels})[0]['coco'])
+  np.testing.assert_allclose(got, want, atol=1e-5)

@@ -40,6 +40,11 @@ def export_task(model: models.VitPose, task: str, *, batch_size: int, flip_test:
   flip_index = config.task(task).skeleton.flip_index  # a clear error for an unknown task
   if batch_size < 1:
     raise ValueError(f'batch size must be at least 1, got {batch_size}')
+  if config.attention != 'xla':
+    # cuDNN's fused attention would tie the artifact to NVIDIA GPUs: export the XLA form.
+    portable = models.abstract_model(config.replace(attention='xla'))
+    nnx.update(portable, nnx.state(model))
+    model = portable
   graphdef, state = nnx.split(model)
 
   # The state is closed over rather than passed in, so the weights are traced as constants and

@@ -73,7 +73,7 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   return models.model_config(
       m.variant, tasks, factorized=expert_dim > 0, decoder=m.decoder, eps=m.eps,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, image_size=tuple(m.image_size),
-      **overrides)
+      attention=m.get('attention', 'auto'), **overrides)
 
 
 def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig:
@@ -91,7 +91,7 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
   return dataclasses.replace(
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
-      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype,
+      drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, attention=m.get('attention', 'auto'),
       num_knowledge_tokens=m.get('knowledge_tokens', 0))
 
 

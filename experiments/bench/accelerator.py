@@ -12,7 +12,10 @@ In one process, on the default JAX backend:
       a plain MLP;
   (c) when torch sees a CUDA device and transformers is installed: Hugging Face's VitPose-B on
       torch at the same batch, bf16 weights for inference and bf16 autocast for training
-      (forward + MSE + backward + AdamW), for reference.
+      (forward + MSE + backward + AdamW), for reference;
+  (d) on NVIDIA GPUs of compute capability >= 8.0: (a)'s network and (b)'s single-task step in
+      bf16 with XLA's attention against cuDNN's fused attention, and their heatmaps' difference.
+(a) to (c) use the model's default attention setting ('auto').
 
 Images per second from the best of ``--iters`` rounds (and the median), printed and written to
 ``--out``/results[_small].json.
@@ -26,6 +29,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -33,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_pytorch  # noqa: E402  (a sibling script: its trainer, batches and timing helpers)
 
 from vitpose_jax import models, train  # noqa: E402
+from vitpose_jax.models.vit import attention_implementation  # noqa: E402
 from vitpose_jax.predict import Predictor  # noqa: E402
 
 ROOT = vs_pytorch.ROOT
@@ -42,12 +47,17 @@ def uint8_crops(image_size, batch: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, (batch, *image_size, 3), dtype=np.uint8)
 
 
-def time_inference(args, dtype: str, crops: np.ndarray) -> dict:
+def single_task_model(args, dtype: str, attention: str = 'auto') -> models.VitPose:
   config = vs_pytorch.load_config('single_task', f'task=coco,variant={args.variant},'
                                   f'batch={args.batch}')
   config.model.image_size = args.image_size
   config.model.dtype = dtype
-  model = models.create_model(train.model_config(config))
+  config.model.attention = attention
+  return models.create_model(train.model_config(config))
+
+
+def time_inference(args, dtype: str, crops: np.ndarray, attention: str = 'auto') -> dict:
+  model = single_task_model(args, dtype, attention)
   predictor = Predictor(model, flip_test=False)
   graphdef, state = nnx.split(model)
   network = jax.jit(lambda s, x: nnx.merge(graphdef, s)({'coco': x})[0]['coco'])
@@ -70,17 +80,52 @@ def bench_inference(args, results):
   results['inference'] = out
 
 
-def time_training(args, name: str, arg: str, expert_dim: int | None) -> dict:
+def time_training(args, name: str, arg: str, expert_dim: int | None, attention: str = 'auto',
+                  trace: str | None = None) -> dict:
   config = vs_pytorch.load_config(name, arg)
   config.model.image_size = args.image_size
   config.model.dtype = 'bfloat16'
+  config.model.attention = attention
   if expert_dim is not None:
     config.model.expert_dim = expert_dim
   trainer = vs_pytorch.OurTrainer(config)
   counts = {t: c.batch_size for t, c in config.tasks.items()}
   batch = trainer.device_batch(vs_pytorch.random_batch(trainer.mcfg, counts))
   times = vs_pytorch.alternate({'step': lambda: trainer.step(batch)}, args.iters, args.warmup)
+  if trace:
+    write_trace(trace, lambda: trainer.step(batch))
   return vs_pytorch.summary(times['step'], sum(counts.values()))
+
+
+def write_trace(path: str, fn):
+  """A profiler trace of two calls of ``fn`` as one Perfetto JSON file, and the 25 ops that
+  took longest in it (summed over calls) printed."""
+  import collections
+  import glob
+  import gzip
+  import shutil
+  import tempfile
+
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      fn()
+      fn()
+    found = glob.glob(os.path.join(tmp, '**', '*.trace.json.gz'), recursive=True)
+    shutil.copy(found[0], path)
+  with gzip.open(path) as f:
+    events = json.load(f)['traceEvents']
+  # Device kernels, where the trace has a device timeline; host ops otherwise (CPU).
+  device_pids = {e['pid'] for e in events if e.get('ph') == 'M' and e.get('name') ==
+                 'process_name' and '/device:' in str(e.get('args', {}).get('name', ''))}
+  totals, counts = collections.Counter(), collections.Counter()
+  for e in events:
+    if (e.get('ph') == 'X' and 'dur' in e and not e['name'].startswith('$')
+        and (not device_pids or e.get('pid') in device_pids)):
+      totals[e['name']] += e['dur']
+      counts[e['name']] += 1
+  print(f'  trace of two steps: {path}; longest ops (us summed over both, calls):')
+  for name, total in totals.most_common(25):
+    print(f'    {total:10.0f} us  x{counts[name]:<4d} {name[:110]}')
 
 
 def bench_training(args, results):
@@ -94,12 +139,39 @@ def bench_training(args, results):
       'ViTPose++ 4 tasks, plain MLP': ('multitask', f'variant={args.variant},batch={per_task}', 0),
   }
   for label, arm in arms.items():
-    out[label] = time_training(args, *arm)
+    trace = (os.path.join(args.out, 'trace_train_step.json.gz')
+             if args.trace and label == 'ViTPose single task' else None)
+    out[label] = time_training(args, *arm, trace=trace)
     print(vs_pytorch.line(label, out[label]))
   key = 'ViTPose++ 4 tasks, factorized', 'ViTPose++ 4 tasks, plain MLP'
   out['factorized_over_plain'] = out[key[0]]['best_s'] / out[key[1]]['best_s']
   print(f'  ratio factorized/plain step time: {out["factorized_over_plain"]:.3f} (best)')
   results['training'] = out
+
+
+def bench_attention(args, results):
+  """XLA's attention against cuDNN's fused kernel: same weights, bf16."""
+  if attention_implementation('auto', jnp.bfloat16, 64) != 'cudnn':
+    print('(d) skipped: cuDNN attention needs an NVIDIA GPU of compute capability >= 8.0')
+    return
+  out = {}
+  crops = uint8_crops(args.image_size, args.batch)
+  heatmaps = {}
+  for attention in ('xla', 'cudnn'):
+    model = single_task_model(args, 'bfloat16', attention)
+    heatmaps[attention] = np.asarray(model({'coco': jnp.asarray(crops)})[0]['coco'])
+    out[attention] = {
+        'inference': time_inference(args, 'bfloat16', crops, attention)['network'],
+        'train_step': time_training(args, 'single_task', f'task=coco,variant={args.variant},'
+                                    f'batch={args.batch}', None, attention)}
+  scale = float(np.abs(heatmaps['xla']).max())
+  out['max_abs_diff'] = float(np.abs(heatmaps['xla'] - heatmaps['cudnn']).max())
+  print(f'(d) attention, ViTPose-{args.variant} bf16, batch {args.batch}: XLA vs cuDNN fused '
+        f'(heatmaps max |diff| {out["max_abs_diff"]:.2e}, max |heatmap| {scale:.2e})')
+  for attention in ('xla', 'cudnn'):
+    print(vs_pytorch.line(f'inference, {attention}', out[attention]['inference']))
+    print(vs_pytorch.line(f'training step, {attention}', out[attention]['train_step']))
+  results['attention'] = out
 
 
 def bench_torch(args, results):
@@ -158,7 +230,10 @@ def main():
   parser.add_argument('--small', action='store_true', help='tiny model and batch: a smoke run')
   parser.add_argument('--iters', type=int, default=20, help='timed rounds per measurement')
   parser.add_argument('--warmup', type=int, default=3, help='untimed calls after compiling')
-  parser.add_argument('--only', nargs='+', choices=('a', 'b', 'c'), default=('a', 'b', 'c'))
+  parser.add_argument('--only', nargs='+', choices=('a', 'b', 'c', 'd'),
+                      default=('a', 'b', 'c', 'd'))
+  parser.add_argument('--trace', action='store_true',
+                      help='also write a profiler trace of the single-task training step')
   parser.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results',
                                                     'bench_accelerator'))
   args = parser.parse_args()
@@ -167,6 +242,7 @@ def main():
   else:
     args.variant, args.batch, args.image_size = 'B', 64, (256, 192)
   device = jax.devices()[0]
+  os.makedirs(args.out, exist_ok=True)
   results = {'argv': sys.argv[1:], 'small': args.small, 'jax': jax.__version__,
              'backend': jax.default_backend(), 'device_kind': device.device_kind,
              'device_count': jax.device_count()}
@@ -180,7 +256,8 @@ def main():
     bench_training(args, results)
   if 'c' in args.only:
     bench_torch(args, results)
-  os.makedirs(args.out, exist_ok=True)
+  if 'd' in args.only:
+    bench_attention(args, results)
   path = os.path.join(args.out, 'results_small.json' if args.small else 'results.json')
   with open(path, 'w') as f:
     json.dump(results, f, indent=1)

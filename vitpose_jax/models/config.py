@@ -39,6 +39,7 @@ VARIANTS: dict[str, Variant] = {
 
 DECODERS = ('classic', 'simple')
 DTYPES = ('float32', 'bfloat16', 'float16')
+ATTENTION = ('auto', 'xla', 'cudnn')
 
 
 class ModelConfigError(ValueError):
@@ -70,6 +71,9 @@ class ModelConfig:
   embedding and are dropped before the decoder (DESIGN §7); 0 (the default) means none.
   ``knowledge_source_width`` > 0 makes them another model's frozen tokens of that width (a
   distillation student's), mapped by a learned linear bridge (none when the widths match).
+  ``attention``: 'xla' (XLA's einsum-softmax-einsum, every backend), 'cudnn' (cuDNN's fused
+  flash attention: NVIDIA GPUs of compute capability >= 8.0, bf16/fp16, head width a multiple of
+  8 up to 128) or 'auto' (cuDNN where it applies, else XLA). Both compute the same function.
   """
 
   tasks: tuple[TaskSpec, ...]
@@ -89,6 +93,7 @@ class ModelConfig:
   drop_path: float = 0.0
   remat: bool = False
   dtype: str = 'float32'
+  attention: str = 'auto'
   num_knowledge_tokens: int = 0
   knowledge_source_width: int = 0
 
@@ -107,6 +112,8 @@ class ModelConfig:
       fail(f'expert_dim (P) {self.expert_dim} must be in [0, width={self.width})')
     if self.dtype not in DTYPES:
       fail(f'dtype {self.dtype!r} is not one of {DTYPES}')
+    if self.attention not in ATTENTION:
+      fail(f'attention {self.attention!r} is not one of {ATTENTION}')
     if self.num_knowledge_tokens < 0:
       fail(f'num_knowledge_tokens {self.num_knowledge_tokens} must not be negative')
     if self.knowledge_source_width < 0 or (self.knowledge_source_width
