@@ -67,3 +67,13 @@ def test_model_json_without_attention_means_auto():
   data = json.loads(tiny_config().to_json())
   del data['attention']
   assert models.ModelConfig.from_dict(data).attention == 'auto'
+
+
+def test_gelu_is_the_exact_erf_form():
+  from vitpose_jax.models.vit import gelu
+
+  x = jnp.linspace(-12.0, 12.0, 4001)
+  np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+  grads = [jax.vmap(jax.grad(f))(x) for f in (gelu, lambda v: jax.nn.gelu(v, approximate=False))]
+  np.testing.assert_allclose(grads[0], grads[1], atol=2e-6)
+  assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16

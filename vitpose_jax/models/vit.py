@@ -44,6 +44,13 @@ def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
   return nnx.Linear(din, dout, kernel_init=_trunc_normal, dtype=dtype, rngs=rngs)
 
 
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, written as torch writes it: x/2 · (1 + erf(x/√2)). jax.nn.gelu's exact
+  form goes through erfc, which XLA:CPU lowers to a branchy kernel: ~2.5× slower on the MLP's
+  hidden activations, within 1e-6 of this."""
+  return x * 0.5 * (1.0 + jax.lax.erf(x * 0.7071067811865476))
+
+
 def drop_path(x: jax.Array, rate: float, rng: jax.Array | None, train: bool) -> jax.Array:
   """Stochastic depth: drops a whole residual branch per sample, rescaling the kept ones."""
   if not train or rate == 0.0:
@@ -109,7 +116,7 @@ class FactorizedMlp(nnx.Module):
     )
 
   def __call__(self, x: jax.Array, segments: Sequence[Segment]) -> jax.Array:
-    h = jax.nn.gelu(self.fc1(x), approximate=False)
+    h = gelu(self.fc1(x))
     if not self.expert_dim:
       return self.fc2(h)
     outputs = []
