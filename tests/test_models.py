@@ -13,6 +13,7 @@ from flax import nnx
 
 from conftest import FOUR_TASKS, SMALL_IMAGE, randomize, tiny_config
 from vitpose_jax import models, skeletons
+from vitpose_jax.data import transforms
 from vitpose_jax.models import ModelConfig, ModelConfigError
 
 COUNTS = {'coco': 2, 'wholebody': 1, 'infant': 3, 'wheelchair': 2}
@@ -189,6 +190,20 @@ def test_model_json_errors_name_the_file_and_field(tmp_path):
     ModelConfig.load(tmp_path)
 
 
+def test_uint8_pixels_are_normalised_by_the_model_floats_taken_as_normalised():
+  model = randomize(models.create_model(tiny_config()))
+  rng = np.random.default_rng(0)
+  pixels = {t: rng.integers(0, 256, (n, *SMALL_IMAGE, 3), dtype=np.uint8)
+            for t, n in COUNTS.items()}
+  normalised = {t: (p.astype(np.float32) - transforms.IMAGENET_MEAN) / transforms.IMAGENET_STD
+                for t, p in pixels.items()}
+  want, _ = model(normalised)
+  # Tasks may mix the two encodings in one batch.
+  got, _ = model({**pixels, 'infant': normalised['infant']})
+  for task in COUNTS:
+    np.testing.assert_allclose(got[task], want[task], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_batches_are_clear_errors(images):
   model = models.create_model(tiny_config())
   with pytest.raises(ModelConfigError, match=r"unknown task\(s\) \['dogs'\]"):
@@ -197,6 +212,8 @@ def test_bad_batches_are_clear_errors(images):
     model({})
   with pytest.raises(ModelConfigError, match=r"task 'coco': images must be \(n, 64, 48, 3\)"):
     model(images({'coco': 1}, size=(256, 192)))
+  with pytest.raises(ModelConfigError, match='uint8 pixels or normalised floats, got int32'):
+    model({'coco': jnp.zeros((1, *SMALL_IMAGE, 3), jnp.int32)})
 
 
 def test_drop_path_trains_stochastically_and_needs_an_rng(images):

@@ -103,6 +103,16 @@ def test_predict_cli_writes_keypoints_json_and_a_drawing(run_dir, adult_image, t
   assert Image.open(drawing).size == Image.open(image_path).size
 
 
+@pytest.mark.parametrize('flip_test', [False, True])
+def test_heatmaps_of_uint8_crops_equal_those_of_the_same_crops_normalised(run_dir, flip_test):
+  _, model = run_dir
+  predictor = Predictor(model, flip_test=flip_test)
+  crops = np.random.default_rng(0).integers(0, 256, (2, 256, 192, 3), dtype=np.uint8)
+  normalised = (crops.astype(np.float32) - transforms.IMAGENET_MEAN) / transforms.IMAGENET_STD
+  np.testing.assert_allclose(predictor.heatmaps('coco', crops),
+                             predictor.heatmaps('coco', normalised), rtol=1e-5, atol=1e-6)
+
+
 def test_predict_raw_mode_writes_channel_first_network_heatmaps(run_dir, tmp_path):
   path, model = run_dir
   pixels = np.random.default_rng(0).standard_normal((2, 256, 192, 3)).astype(np.float32)

@@ -5,10 +5,10 @@
     python -m vitpose_jax.predict --workdir RUN --task coco --pixels x.npy --heatmaps-out h.npy
 
 The first form crops each box (the whole image when no boxes are given) as the evaluation
-pipeline does (box padded ×1.25 at the model's aspect, UDP affine crop, ImageNet normalisation),
-runs the model with flip testing, decodes the heatmaps with DARK-UDP and maps the keypoints back
-to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of objects with ``bbox`` and
-optionally ``score`` (COCO detection results for this image).
+pipeline does (box padded ×1.25 at the model's aspect, UDP affine crop; the model applies the
+ImageNet normalisation), runs the model with flip testing, decodes the heatmaps with DARK-UDP and
+maps the keypoints back to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of
+objects with ``bbox`` and optionally ``score`` (COCO detection results for this image).
 
 The raw form runs the network alone on already-normalised float32 input (B, H, W, 3) and writes
 heatmaps (B, K, h, w) in the official/HF channel-first layout, for parity checks and debugging.
@@ -37,8 +37,9 @@ from vitpose_jax.evaluation import metrics
 class Predictor:
   """A model ready for inference: jitted heatmaps (with optional flip test) and decoding.
 
-  ``heatmaps`` and ``keypoints`` take normalised crops (B, H, W, 3) of the model's input size,
-  as the evaluation transforms produce them; ``predict_image`` takes a raw image and boxes.
+  ``heatmaps`` and ``keypoints`` take crops (B, H, W, 3) of the model's input size: uint8 RGB as
+  the evaluation transforms produce them, or floats already normalised (see
+  :class:`vitpose_jax.models.VitPose`); ``predict_image`` takes a raw image and boxes.
   """
 
   def __init__(self, model: models.VitPose, *, flip_test: bool = True, blur_kernel: int = 11):
@@ -69,11 +70,14 @@ class Predictor:
     return cls(model, **kwargs)
 
   def heatmaps(self, task: str, pixels: np.ndarray, *, flip_test: bool | None = None):
-    """(B, H, W, 3) normalised crops → heatmaps (B, h, w, K) float32."""
+    """(B, H, W, 3) uint8 or normalised float crops → heatmaps (B, h, w, K) float32."""
     self.config.task(task)  # a clear error for an unknown task
     flip = self.flip_test if flip_test is None else flip_test
     fn = self._with_flip if flip else self._network
-    return np.asarray(fn(self._state, jnp.asarray(pixels, jnp.float32), task))
+    pixels = jnp.asarray(pixels)  # uint8 stays uint8: the model normalises it
+    if jnp.issubdtype(pixels.dtype, jnp.floating):
+      pixels = pixels.astype(jnp.float32)
+    return np.asarray(fn(self._state, pixels, task))
 
   def keypoints(self, task: str, pixels: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 rotation: np.ndarray | None = None) -> np.ndarray:
@@ -86,13 +90,14 @@ class Predictor:
         heatmap_size=self.config.heatmap_size, blur_kernel=self.blur_kernel)
     return np.concatenate([np.asarray(coords), np.asarray(scores)[..., None]], axis=-1)
 
-  def predict_image(self, task: str, image: np.ndarray,
+  def predict_image(self, task: str, image: np.ndarray | Image.Image,
                     boxes: Sequence[Sequence[float]] | None = None,
                     box_scores: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    """One uint8 (H, W, 3) RGB image and [x, y, w, h] boxes (default: the whole image) → per box
-    ``{'bbox', 'score', 'keypoints': (K, 3) [x, y, score]}``; ``score`` is the box score times
-    the mean keypoint score above 0.2, as the official COCO evaluation rescores."""
-    h, w = image.shape[:2]
+    """One uint8 (H, W, 3) RGB image (array or PIL, as packed sources hold it) and [x, y, w, h]
+    boxes (default: the whole image) → per box ``{'bbox', 'score', 'keypoints': (K, 3) [x, y,
+    score]}``; ``score`` is the box score times the mean keypoint score above 0.2, as the
+    official COCO evaluation rescores."""
+    h, w = transforms.image_hw(image)
     if boxes is None or len(boxes) == 0:
       boxes = [[0.0, 0.0, float(w), float(h)]]
     box_scores = [1.0] * len(boxes) if box_scores is None else list(box_scores)

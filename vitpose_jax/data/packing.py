@@ -2,7 +2,8 @@
 
 Real COCO-format data and the synthetic data take the same path: COCO JSON + images →
 :func:`vitpose_jax.data.coco.read_coco` → a TFDS dataset (``file_format='array_record'``, encoded
-image bytes, no TensorFlow) → ``tfds``'s random-access data source → grain.
+image bytes, no TensorFlow) → ``tfds``'s random-access data source, images decoded to PIL
+(:class:`DecodedSource`) → grain.
 
 The cache lives under ``$VITPOSE_JAX_CACHE`` (default ``~/.cache/vitpose_jax``). A packed
 dataset's directory name is a hash of everything that decides its contents (annotation file
@@ -111,6 +112,26 @@ def _builder_class():
   return PoseInstances
 
 
+class DecodedSource:
+  """Random access to a packed split: instance dicts whose ``image`` is a decoded RGB PIL image.
+
+  PIL rather than numpy: the crop warps it in PIL, and the round trip through an (H, W, 3) array
+  would copy every pixel twice more than decoding itself writes them.
+  """
+
+  def __init__(self, records):
+    self._records = records  # tfds data source, the image left encoded
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self._records[index]
+    image = Image.open(io.BytesIO(record['image']))
+    image.load()
+    return {**record, 'image': image}
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedDataset:
   """A packed dataset on disk: open ``split`` with :meth:`source`."""
@@ -121,10 +142,12 @@ class PackedDataset:
   def builder_dir(self) -> str:
     return os.path.join(self.path, _BUILDER_NAME, f'{PACK_VERSION}.0.0')
 
-  def source(self, split: str):
+  def source(self, split: str) -> DecodedSource:
     import tensorflow_datasets as tfds
 
-    return tfds.builder_from_directory(self.builder_dir).as_data_source(split=split)
+    builder = tfds.builder_from_directory(self.builder_dir)
+    return DecodedSource(builder.as_data_source(
+        split=split, decoders={'image': tfds.decode.SkipDecoding()}))
 
   def skip_report(self) -> str:
     with open(os.path.join(self.path, 'skips.json')) as f:

@@ -16,7 +16,9 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -198,15 +200,48 @@ def train_dataset(tasks: Sequence[TaskData], *, seed: int, process_index: int = 
   return _ZipTasks(streams)
 
 
+class _Niced(grain.MapDataset):
+  """The parent, built by threads that raise their own nice value to ``niceness`` first."""
+
+  def __init__(self, parent: grain.MapDataset, niceness: int):
+    super().__init__(parent)
+    self._niceness = niceness
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    # Linux keeps a nice value per thread. The main thread may build elements itself (no
+    # prefetch threads) and runs the training loop: it keeps its own.
+    if threading.current_thread() is not threading.main_thread():
+      thread = threading.get_native_id()
+      if os.getpriority(os.PRIO_PROCESS, thread) < self._niceness:
+        os.setpriority(os.PRIO_PROCESS, thread, self._niceness)
+    return self._parent[index]
+
+  def __str__(self) -> str:
+    return f'Niced({self._niceness})'
+
+
 def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 2,
-                  prefetch_batches: int = 4) -> grain.DatasetIterator:
+                  prefetch_batches: int = 4, niceness: int = 10) -> grain.DatasetIterator:
   """A checkpointable iterator (``get_state`` / ``set_state``) over whole batches.
 
   ``num_threads`` batches are built concurrently in each process (the main one, or each of
   ``num_workers`` worker processes) and at most ``prefetch_batches`` wait per process. grain's
   defaults (16 threads, 500 elements) are sized for small records; an element here is a whole
   multi-task batch (tens of MB), so they would hold gigabytes.
+
+  The threads that build batches run at nice value ``niceness`` (Linux; 0 leaves them be): where
+  the host's cores also run the model (XLA:CPU), a batch is then built mostly in the gaps of the
+  step's compute rather than by preempting it, which stalls every compute thread of a parallel
+  op. The demo on 2 cores: pipeline / in-memory step time 1.06 at 0, 1.04 at 10; 19 starves the
+  pipeline.
   """
+  if niceness and sys.platform == 'linux':
+    dataset = _Niced(dataset, niceness)
   ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                  prefetch_buffer_size=prefetch_batches))
   if num_workers > 0:

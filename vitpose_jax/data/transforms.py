@@ -1,20 +1,26 @@
 """Top-down pose transforms: pure numpy/PIL helpers and thin grain transforms over them.
 
-A sample is a dict per person instance. In: ``image`` uint8 (H, W, 3) RGB; ``center`` float32 (2,)
-(x, y) and ``scale`` float32 (2,) (w, h) in pixels (the box padded and at the model's aspect);
-``bbox`` float32 (4,) [x, y, w, h]; ``keypoints`` float32 (K, 3) [x, y, v], v = 2 visible,
-1 occluded, 0 unlabelled. Out (after :class:`AffineCrop` and :class:`Normalize`): ``image`` float32
-(H_in, W_in, 3) normalised; ``keypoints`` float32 (K, 3) [x, y, w] in crop pixels with w = 1 where
+A sample is a dict per person instance. In: ``image`` uint8 (H, W, 3) RGB, as an array or as an
+RGB PIL image (the packed sources' form: it goes into the crop's warp as it is); ``center``
+float32 (2,) (x, y) and ``scale`` float32 (2,) (w, h) in pixels (the box padded and at the
+model's aspect); ``bbox`` float32 (4,) [x, y, w, h]; ``keypoints`` float32 (K, 3) [x, y, v],
+v = 2 visible, 1 occluded, 0 unlabelled. Out (after :class:`AffineCrop`): ``image`` uint8
+(H_in, W_in, 3) RGB array; ``keypoints`` float32 (K, 3) [x, y, w] in crop pixels with w = 1 where
 labelled; ``center``, ``scale``, ``rotation`` (float32 degrees) of the crop that was taken. Keys a
-transform does not know pass through untouched, and no transform mutates its input (a grain source
-may hand out the same dict again).
+transform does not know pass through untouched, and no transform mutates its input (a grain
+source may hand out the same dict again).
+
+The crops stay uint8: the model normalises them (``(x − IMAGENET_MEAN) / IMAGENET_STD``, see
+:class:`vitpose_jax.models.VitPose`) on the device, so the host neither spends a float pass on
+every pixel nor ships four times the bytes.
 
 Coordinates are pixels, x right, y down, integer values at pixel centres (COCO/mmpose). Sizes
 passed as arguments are (H, W); points, centres and scales are (x, y) / (w, h).
 
 The order and the defaults are the official ViTPose ones (mmpose 0.x ``TopDownRandomFlip`` →
 ``TopDownHalfBodyTransform`` → ``TopDownGetRandomScaleRotation`` → ``TopDownAffine(use_udp=True)``
-→ normalise), with the dataset's centre jitter (``_xywh2cs``) first, where mmpose applies it.
+→ normalise, here on the device), with the dataset's centre jitter (``_xywh2cs``) first, where
+mmpose applies it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from vitpose_jax.skeletons import Skeleton
 
 Sample = dict[str, Any]
 
+# RGB in 0-255; applied by the model to uint8 input (VitPose), and what "normalised" means for
+# float input anywhere (export, raw prediction).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 # ITU-R 601 luma, PIL's ``convert('L')`` weights, for contrast and saturation jitter.
@@ -133,10 +141,19 @@ def warp_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
   return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-  """Warps a uint8 (H, W, C) image by a (2, 3) source→output affine matrix in pixel-centre
-  coordinates, sampling bilinearly; output (H_out, W_out, C) with ``output_size`` (H_out, W_out)
-  and zeros where the source has no pixels (as ``cv2.warpAffine``'s constant border).
+def image_hw(image: np.ndarray | Image.Image) -> tuple[int, int]:
+  """(H, W) of a sample's image, array or PIL."""
+  if isinstance(image, Image.Image):
+    return image.height, image.width
+  return image.shape[0], image.shape[1]
+
+
+def warp_image(image: np.ndarray | Image.Image, matrix: np.ndarray,
+               output_size: tuple[int, int]) -> np.ndarray:
+  """Warps a uint8 (H, W, C) image (array or PIL) by a (2, 3) source→output affine matrix in
+  pixel-centre coordinates, sampling bilinearly; output (H_out, W_out, C) array with
+  ``output_size`` (H_out, W_out) and zeros where the source has no pixels (as
+  ``cv2.warpAffine``'s constant border).
 
   PIL's ``AFFINE`` takes the output→source map in pixel-corner coordinates (it samples the source
   at ``A·(p + 0.5) + t`` for output pixel p and reads pixel q's value at q + 0.5), so the
@@ -148,7 +165,8 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, in
   t_corner = t + 0.5 - linear @ np.array([0.5, 0.5])
   coeffs = (linear[0, 0], linear[0, 1], t_corner[0], linear[1, 0], linear[1, 1], t_corner[1])
   out_h, out_w = output_size
-  warped = Image.fromarray(image).transform(
+  source = image if isinstance(image, Image.Image) else Image.fromarray(image)
+  warped = source.transform(
       (out_w, out_h), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
   return np.asarray(warped)
 
@@ -187,8 +205,7 @@ class CentreJitter(grain.transforms.RandomMap):
 
 
 class RandomFlip(grain.transforms.RandomMap):
-  """With ``flip_prob``, mirrors the image, keypoints (swapping left and right by the schema's
-  ``flip_index``), ``center`` and ``bbox``: x → W − 1 − x. A flip is its own inverse."""
+  """With ``flip_prob``, mirrors the sample horizontally (see :func:`flip_sample`)."""
 
   def __init__(self, schema: Skeleton, config: AugmentConfig = AugmentConfig()):
     self.flip_index = schema.flip_index
@@ -201,15 +218,16 @@ class RandomFlip(grain.transforms.RandomMap):
 
 
 def flip_sample(element: Sample, flip_index: Sequence[int]) -> Sample:
-  """The horizontal mirror of a sample (see :class:`RandomFlip`); other keys pass through."""
-  image = element['image']
-  width = image.shape[1]
-  mirrored = np.empty_like(image)
-  # Copying channel by channel runs one long strided loop per row instead of a 3-element one per
-  # pixel: about 5× faster than a whole-array reversed copy.
-  for channel in range(image.shape[2]):
-    mirrored[..., channel] = image[:, ::-1, channel]
-  out = {**element, 'image': mirrored,
+  """The horizontal mirror of a sample, x → W − 1 − x: keypoints (left ↔ right by
+  ``flip_index``), ``center`` and ``bbox`` are mirrored, other keys pass through. A flip is its
+  own inverse.
+
+  The pixels are not copied: ``flipped`` (bool) is toggled instead, and :class:`AffineCrop`
+  composes the mirror into its warp, which costs nothing where a mirrored copy of the whole
+  source image would.
+  """
+  width = image_hw(element['image'])[1]
+  out = {**element, 'flipped': not element.get('flipped', False),
          'keypoints': hflip_keypoints(element['keypoints'], flip_index, width)}
   center = np.array(element['center'], np.float32)
   center[0] = width - 1 - center[0]
@@ -281,11 +299,12 @@ class RandomScaleRotation(grain.transforms.RandomMap):
 class AffineCrop(grain.transforms.Map):
   """The UDP crop (mmpose ``TopDownAffine(use_udp=True)``): warps the image bilinearly and the
   keypoints by the same :func:`udp_warp_matrix` of ``center``, ``scale`` and ``rotation`` (0 when
-  absent).
+  absent); the image is read mirrored where ``flipped`` is set (see :func:`flip_sample`).
 
   Keypoints become [x, y, w] with w = 1 where labelled (v > 0), whether or not they land inside
   the crop: as in mmpose, the codec's overlap rule decides which far-away keypoints stop counting.
-  ``bbox`` is dropped: the crop's ``center``, ``scale`` and ``rotation`` describe it from here on.
+  ``bbox`` and ``flipped`` are dropped: the crop's ``center``, ``scale`` and ``rotation`` describe
+  it from here on.
   """
 
   def __init__(self, image_size: tuple[int, int] = (256, 192)):
@@ -298,9 +317,13 @@ class AffineCrop(grain.transforms.Map):
     crop_keypoints = np.empty_like(keypoints, dtype=np.float32)
     crop_keypoints[:, :2] = warp_points(keypoints[:, :2].astype(np.float64), matrix)
     crop_keypoints[:, 2] = keypoints[:, 2] > 0
-    out = {k: v for k, v in element.items() if k != 'bbox'}
-    out.update(image=warp_image(element['image'], matrix, self.image_size),
-               keypoints=crop_keypoints, rotation=rotation)
+    image = element['image']
+    if element.get('flipped', False):
+      width = image_hw(image)[1]
+      matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    out = {k: v for k, v in element.items() if k not in ('bbox', 'flipped')}
+    out.update(image=warp_image(image, matrix, self.image_size), keypoints=crop_keypoints,
+               rotation=rotation)
     return out
 
 
@@ -317,22 +340,13 @@ class ColorJitter(grain.transforms.RandomMap):
     return {**element, 'image': color_jitter(element['image'], *factors)}
 
 
-class Normalize(grain.transforms.Map):
-  """The image as float32 ``(x − mean) / std`` with ImageNet's RGB mean and std (in 0-255)."""
-
-  def map(self, element: Sample) -> Sample:
-    image = element['image'].astype(np.float32)
-    image -= IMAGENET_MEAN
-    image /= IMAGENET_STD
-    return {**element, 'image': image}
-
-
 def train_transforms(
     schema: Skeleton, image_size: tuple[int, int] = (256, 192),
     config: AugmentConfig = AugmentConfig(),
 ) -> list[grain.transforms.Map | grain.transforms.RandomMap]:
   """The training transforms in order, for ``MapDataset.seed(s).apply(...)``: centre jitter,
-  flip, half-body, scale/rotation, crop, colour jitter (only when enabled), normalise."""
+  flip, half-body, scale/rotation, crop, colour jitter (only when enabled). The crops stay uint8
+  (the model normalises them)."""
   transforms = [
       CentreJitter(config),
       RandomFlip(schema, config),
@@ -342,16 +356,16 @@ def train_transforms(
   ]
   if config.color_jitter:
     transforms.append(ColorJitter(config))
-  transforms.append(Normalize())
   return transforms
 
 
 def eval_transforms(
     schema: Skeleton, image_size: tuple[int, int] = (256, 192)
 ) -> list[grain.transforms.Map]:
-  """The deterministic evaluation transforms: the crop at rotation 0, then normalise.
+  """The deterministic evaluation transforms: the crop at rotation 0, kept uint8 (the model
+  normalises it).
 
-  ``schema`` is unused by these steps; it is taken so train and eval lists build alike.
+  ``schema`` is unused by this step; it is taken so train and eval lists build alike.
   """
   del schema
-  return [AffineCrop(image_size), Normalize()]
+  return [AffineCrop(image_size)]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vitpose_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitpose_jax.models.config import ModelConfig, ModelConfigError, TaskSpec
 from vitpose_jax.models.heads import ClassicDecoder, SimpleDecoder
 from vitpose_jax.models.vit import ViT
@@ -50,6 +51,10 @@ class VitPose(nnx.Module):
   ) -> tuple[dict[str, jax.Array], dict[str, dict[str, Any]]]:
     """Heatmaps per task. ``train`` enables drop-path (needs ``rng``) and BatchNorm batch stats.
 
+    Images are RGB, either uint8 pixels (0-255), normalised here as ``(x − IMAGENET_MEAN) /
+    IMAGENET_STD`` (what the data pipeline feeds), or floats taken as already normalised (export,
+    raw parity inputs).
+
     Knowledge tokens: the model's own (``config.num_knowledge_tokens`` per task), or, given
     ``knowledge`` = {task: (n, width)} (e.g. a teacher's tokens through a bridge), those instead.
     """
@@ -68,9 +73,13 @@ class VitPose(nnx.Module):
             f'task {name!r}: images must be (n, {cfg.image_size[0]}, {cfg.image_size[1]}, 3), '
             f'got {tuple(x.shape)}'
         )
+      if not (x.dtype == jnp.uint8 or jnp.issubdtype(x.dtype, jnp.floating)):
+        raise ModelConfigError(f'task {name!r}: images must be uint8 pixels or normalised floats, '
+                               f'got {x.dtype}')
       segments.append((start, x.shape[0], cfg.task(name).expert))
       start += x.shape[0]
-    x = jnp.concatenate([images[t] for t in order], axis=0) if len(order) > 1 else images[order[0]]
+    inputs = [_normalised(images[t]) for t in order]
+    x = jnp.concatenate(inputs, axis=0) if len(inputs) > 1 else inputs[0]
     tokens = self.backbone(x, segments, train=train, rng=rng,
                            extra_tokens=self._knowledge(order, images, knowledge))
     rows, cols = cfg.grid_size
@@ -106,6 +115,13 @@ class VitPose(nnx.Module):
     return jnp.concatenate(
         [jnp.broadcast_to(knowledge[t], (images[t].shape[0], *knowledge[t].shape)) for t in order],
         axis=0)
+
+
+def _normalised(images: jax.Array) -> jax.Array:
+  # On the device: the host ships uint8, a quarter of the bytes, and spends no float pass on it.
+  if images.dtype != jnp.uint8:
+    return images
+  return (images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
 
 
 def create_model(config: ModelConfig, *, seed: int = 0) -> VitPose:
