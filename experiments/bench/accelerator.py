@@ -258,10 +258,7 @@ def main():
     bench_torch(args, results)
   if 'd' in args.only:
     bench_attention(args, results)
-  path = os.path.join(args.out, 'results_small.json' if args.small else 'results.json')
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1)
-  print(f'wrote {path}')
+  vs_pytorch.write_results(args, results)
 
 
 if __name__ == '__main__':

@@ -390,6 +390,15 @@ def goals(results) -> dict:
   return out
 
 
+def write_results(args, results: dict):
+  """``results`` as ``--out``/results.json (results_small.json for a ``--small`` run)."""
+  os.makedirs(args.out, exist_ok=True)
+  path = os.path.join(args.out, 'results_small.json' if args.small else 'results.json')
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=1)
+  print(f'wrote {path}')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -432,11 +441,7 @@ def main():
   results['load_end'] = os.getloadavg()
   print(f'load average at end {results["load_end"][0]:.2f}')
   results['goals'] = goals(results)
-  os.makedirs(args.out, exist_ok=True)
-  path = os.path.join(args.out, 'results_small.json' if args.small else 'results.json')
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1)
-  print(f'wrote {path}')
+  write_results(args, results)
 
 
 if __name__ == '__main__':
