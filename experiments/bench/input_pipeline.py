@@ -4,7 +4,7 @@
     python experiments/bench/input_pipeline.py --population adult_wholebody --workers 0 1 2
 
 Reads the synthetic dataset from the cache (generating and packing it on first use), applies the
-full training transforms (flip, half-body, scale/rotation, UDP affine crop, normalisation) and
+full training transforms (flip, half-body, scale/rotation, UDP affine crop; crops stay uint8) and
 batches. Every configuration runs in this one process, side by side; the first batches (worker
 start-up) are excluded from the timing.
 """
