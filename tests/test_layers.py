@@ -77,3 +77,35 @@ def test_gelu_is_the_exact_erf_form():
   grads = [jax.vmap(jax.grad(f))(x) for f in (gelu, lambda v: jax.nn.gelu(v, approximate=False))]
   np.testing.assert_allclose(grads[0], grads[1], atol=2e-6)
   assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('joined_kernels', [False, True])
+def test_both_factorized_mlp_forms_equal_running_every_expert_and_masking(joined_kernels):
+  from vitpose_jax.models.vit import FactorizedMlp, gelu
+
+  width, hidden, p = 16, 32, 4
+  mlp = FactorizedMlp(width, hidden, p, 3, jnp.float32, nnx.Rngs(0))
+  for i, expert in enumerate(mlp.experts):
+    expert.bias[...] = jax.random.normal(jax.random.key(10 + i), (p,))
+  x = jax.random.normal(jax.random.key(1), (6, 5, width))
+  segments = ((0, 1, 2), (1, 3, 0), (4, 2, 1))  # unequal shares, experts out of order
+  owner = jnp.array([2, 0, 0, 0, 1, 1])
+
+  def official(mlp):
+    # The reference's form: every expert on every sample, each sample keeps its task's.
+    h = gelu(mlp.fc1(x))
+    every = jnp.stack([e(h) for e in mlp.experts])
+    mine = every[owner, jnp.arange(x.shape[0])]
+    return jnp.concatenate([mlp.fc2(h), mine], axis=-1)
+
+  np.testing.assert_allclose(mlp(x, segments, joined_kernels), official(mlp), atol=1e-5)
+  graphdef, state = nnx.split(mlp)
+
+  def loss(state, ours):
+    module = nnx.merge(graphdef, state)
+    y = module(x, segments, joined_kernels) if ours else official(module)
+    return jnp.sum(jnp.sin(y))
+
+  g_ours, g_official = (jax.grad(loss)(state, ours) for ours in (True, False))
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_official)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
