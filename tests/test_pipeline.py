@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import threading
 
@@ -84,19 +85,30 @@ def test_the_same_seed_gives_the_same_stream_and_another_seed_another():
   assert not np.array_equal(first[0], first[2])
 
 
-def _builder_niceness(_):
-  return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+def _builder_priority(_):
+  thread = threading.get_native_id()
+  return os.sched_getscheduler(thread), os.getpriority(os.PRIO_PROCESS, thread)
 
 
-@pytest.mark.skipif(sys.platform != 'linux', reason='per-thread nice values are Linux only')
-def test_batches_are_built_at_the_given_niceness_and_the_main_thread_keeps_its_own():
-  main = _builder_niceness(None)
-  dataset = grain.MapDataset.range(6).map(_builder_niceness)
-  threaded = list(pipeline.make_iterator(dataset, num_threads=2, niceness=main + 3))
-  assert threaded == [main + 3] * 6
-  # Without prefetch threads the main thread builds the batches and is never reniced.
-  inline = list(pipeline.make_iterator(dataset, num_threads=0, niceness=main + 3))
-  assert inline == [main] * 6 and _builder_niceness(None) == main
+@pytest.mark.skipif(sys.platform != 'linux', reason='per-thread priorities are Linux only')
+@pytest.mark.parametrize('priority', ['idle', 'nice'])
+def test_batches_are_built_at_the_given_priority_and_the_main_thread_keeps_its_own(priority):
+  main = _builder_priority(None)
+  policy, nice = main
+  dataset = grain.MapDataset.range(6).map(_builder_priority)
+  setting, built = (('idle', (os.SCHED_IDLE, nice)) if priority == 'idle'
+                    else (nice + 3, (policy, nice + 3)))
+  threaded = list(pipeline.make_iterator(dataset, num_threads=2, priority=setting))
+  assert threaded == [built] * 6
+  # Without prefetch threads the main thread builds the batches and is never lowered.
+  inline = list(pipeline.make_iterator(dataset, num_threads=0, priority=setting))
+  assert inline == [main] * 6 and _builder_priority(None) == main
+
+
+@pytest.mark.parametrize('priority', ['low', 20, -1, True, 2.5])
+def test_a_bad_builder_priority_is_an_error_naming_it(priority):
+  with pytest.raises(pipeline.DataError, match=re.escape(repr(priority))):
+    pipeline.make_iterator(grain.MapDataset.range(2), priority=priority)
 
 
 def test_unknown_data_specs_are_clear_errors():

@@ -333,7 +333,8 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
                                    process_count=jax.process_count())
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
                                     num_threads=config.data.threads,
-                                    prefetch_batches=config.data.prefetch_batches)
+                                    prefetch_batches=config.data.prefetch_batches,
+                                    priority=config.data.get('builder_priority', 'idle'))
   return iterator, sources
 
 

@@ -346,8 +346,20 @@ def bench_pipeline(args, results):
       ours.step(feed())
     return (time.perf_counter() - t0) / steps
 
+  def settle(timeout=10.0, quiet=0.2):
+    # The iterator's threads refill its prefetch buffer whenever steps stop taking batches:
+    # wait until they are done (the process uses next to no CPU for `quiet` seconds), so that
+    # the in-memory steps do not share the cores with them.
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+      cpu = time.process_time()
+      time.sleep(quiet)
+      if time.process_time() - cpu < 0.05 * quiet:
+        return
+
   pipe, memory = [], []
   for _ in range(args.pipeline_rounds):
+    settle()
     memory.append(run(lambda: fixed, args.pipeline_steps))
     # The iterator filled its prefetch buffer meanwhile: those batches are free, so they are
     # used up before the timing starts and only the steady state counts.
