@@ -97,7 +97,7 @@ def test_batches_are_built_at_the_given_priority_and_the_main_thread_keeps_its_o
   policy, nice = main
   dataset = grain.MapDataset.range(6).map(_builder_priority)
   setting, built = (('idle', (os.SCHED_IDLE, nice)) if priority == 'idle'
-                    else (nice + 3, (policy, nice + 3)))
+                    else (str(nice + 3), (policy, nice + 3)))  # as a config override gives it
   threaded = list(pipeline.make_iterator(dataset, num_threads=2, priority=setting))
   assert threaded == [built] * 6
   # Without prefetch threads the main thread builds the batches and is never lowered.
@@ -105,7 +105,7 @@ def test_batches_are_built_at_the_given_priority_and_the_main_thread_keeps_its_o
   assert inline == [main] * 6 and _builder_priority(None) == main
 
 
-@pytest.mark.parametrize('priority', ['low', 20, -1, True, 2.5])
+@pytest.mark.parametrize('priority', ['low', 20, -1, True, 2.5, '20', ''])
 def test_a_bad_builder_priority_is_an_error_naming_it(priority):
   with pytest.raises(pipeline.DataError, match=re.escape(repr(priority))):
     pipeline.make_iterator(grain.MapDataset.range(2), priority=priority)

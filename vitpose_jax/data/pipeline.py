@@ -233,11 +233,14 @@ class _LowPriority(grain.MapDataset):
 
 
 def check_priority(priority: int | str) -> int | str:
-  """``priority`` if it is a valid builder priority ('idle' or a nice value 0..19), else an
-  error naming it."""
-  if priority == 'idle' or (isinstance(priority, int) and not isinstance(priority, bool)
-                            and 0 <= priority <= 19):
-    return priority
+  """A builder priority as make_iterator takes it: 'idle', or a nice value 0..19 given as an int
+  or a string of digits (config files and command-line overrides keep the field a string)."""
+  value = priority
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value)
+  if value == 'idle' or (isinstance(value, int) and not isinstance(value, bool)
+                         and 0 <= value <= 19):
+    return value
   raise DataError(f"data.builder_priority {priority!r} must be 'idle' or a nice value 0..19")
 
 
@@ -251,7 +254,8 @@ def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_thread
   multi-task batch (tens of MB), so they would hold gigabytes.
 
   The threads that build batches run at a lower CPU priority (Linux): 'idle' (SCHED_IDLE: they
-  run only on cores nothing else wants), a nice value 1..19, or 0 to leave them be. Where the
+  run only on cores nothing else wants), a nice value 1..19 (an int or a string of digits),
+  or 0 to leave them be. Where the
   host's cores also run the model (XLA:CPU), batches are then built in the gaps of the step's
   compute instead of preempting it, which stalls every compute thread of a parallel op. When
   the step waits for a batch its core is free, so the builders are never starved for long.
@@ -259,7 +263,7 @@ def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_thread
   1.01-1.03 with 'idle' against 1.04-1.08 at nice 10. On a host whose cores other jobs keep
   busy, 'idle' builders get only what those leave: a nice value shares the cores instead.
   """
-  check_priority(priority)
+  priority = check_priority(priority)
   if priority and sys.platform == 'linux':
     dataset = _LowPriority(dataset, priority)
   ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
