@@ -73,9 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       (500 if real_scale else 50), warmup_ratio=1e-3,
       decay_epochs=(170, 200), decay_factor=0.1, min_lr_ratio=0.01,
   )
-  # builder_priority: the batch-building threads' CPU priority, 'idle' (only cores nothing
-  # else wants) or a nice value 0..19 (0: unchanged); see pipeline.make_iterator.
-  config.data = dict(num_workers=0, threads=2, prefetch_batches=4, builder_priority='idle',
+  # builder_priority: the batch-building threads' CPU priority, a nice value 0..19 (0:
+  # unchanged) or 'idle'; a string, so that an override may give either. See
+  # pipeline.make_iterator.
+  config.data = dict(num_workers=0, threads=2, prefetch_batches=4, builder_priority='10',
                      sigma=2.0, augment=dataclasses.asdict(AugmentConfig()))
   # data=None: the task's val data (resolved when training starts, so an override of
   # tasks.<name>.val moves the evaluation with it).

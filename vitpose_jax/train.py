@@ -334,7 +334,7 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
                                     num_threads=config.data.threads,
                                     prefetch_batches=config.data.prefetch_batches,
-                                    priority=config.data.get('builder_priority', 'idle'))
+                                    priority=config.data.get('builder_priority', 10))
   return iterator, sources
 
 
