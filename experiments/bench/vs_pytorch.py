@@ -13,7 +13,9 @@ In one process, side by side:
   (d) the 4-task factorized ViTPose++-B step against the same backbone with a plain MLP (same
       heads, same per-task batch shares);
   (e) the default demo config (configs/multitask.py): step time fed by the real input pipeline
-      (grain iterator + host-to-device copy, as the training loop does) vs a batch held in memory.
+      (grain iterator + host-to-device copy, as the training loop does) vs a batch held in memory;
+      each in-memory block starts once the iterator's threads have refilled their prefetch buffer
+      (the process idle), so that they do not slow the baseline.
 
 Ours and theirs alternate round by round so that load from other processes hits both; each
 figure is the median and the best of the rounds, and ratios use the best (the least disturbed).
