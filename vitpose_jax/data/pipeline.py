@@ -232,7 +232,7 @@ class _LowPriority(grain.MapDataset):
     return f'LowPriority({self._priority})'
 
 
-def check_priority(priority: int | str) -> int | str:
+def _check_priority(priority: int | str) -> int | str:
   """A builder priority as make_iterator takes it: 'idle', or a nice value 0..19 given as an int
   or a string of digits (config files and command-line overrides keep the field a string)."""
   value = priority
@@ -263,7 +263,7 @@ def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_thread
   host whose cores other jobs keep busy, 'idle' builders get only what those jobs leave. In a
   container the nice value only ranks threads within it.
   """
-  priority = check_priority(priority)
+  priority = _check_priority(priority)
   if priority and sys.platform == 'linux':
     dataset = _LowPriority(dataset, priority)
   ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
