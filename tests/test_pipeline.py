@@ -179,3 +179,35 @@ def test_missing_synthetic_datasets_are_generated_in_parallel_processes(tmp_path
     annotations, _ = pipeline.synthetic_dataset(population, 'val', 3, 0, str(tmp_path))
     with open(annotations) as f:
       assert len(json.load(f)['annotations']) == 3
+
+
+def test_a_large_synthetic_dataset_is_its_shards_renumbered_and_reuses_a_smaller_ones(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(pipeline, 'SHARD_SIZE', 3)
+  cache = str(tmp_path)
+  pipeline.generate_synthetic([('adult', 'val', 7, 0)], cache_dir=cache, workers=1)
+  annotations, images = pipeline.synthetic_dataset('adult', 'val', 7, 0, cache)
+  with open(annotations) as f:
+    data = json.load(f)
+  assert len(data['annotations']) == 7
+  assert [a['id'] for a in data['annotations']] == list(range(1, 8))
+  assert [i['id'] for i in data['images']] == list(range(1, len(data['images']) + 1))
+  image_ids = {i['id'] for i in data['images']}
+  assert all(a['image_id'] in image_ids for a in data['annotations'])
+  for img in data['images']:
+    assert os.path.isfile(os.path.join(images, img['file_name']))
+  # Shard 0 is the 3-instance dataset; the other shards are independent draws, not repeats.
+  first, _ = pipeline.synthetic_dataset('adult', 'val', 3, 0, cache)
+  with open(first) as f:
+    small = json.load(f)['annotations']
+  assert [a['keypoints'] for a in data['annotations'][:3]] == [a['keypoints'] for a in small]
+  assert data['annotations'][3]['keypoints'] != small[0]['keypoints']
+  # A larger dataset generates only its new shards.
+  shards = sorted(p.name for p in (tmp_path / 'synthetic').glob('v*/*shard*'))
+  assert shards == ['adult-val-n1-s0-shard2', 'adult-val-n3-s0-shard1']
+  pipeline.synthetic_dataset('adult', 'val', 9, 0, cache)
+  shards = sorted(p.name for p in (tmp_path / 'synthetic').glob('v*/*shard*'))
+  assert shards == ['adult-val-n1-s0-shard2', 'adult-val-n3-s0-shard1', 'adult-val-n3-s0-shard2']
+  source = pipeline.open_source(dict(source='synthetic', population='adult', num=7, seed=0),
+                                skeletons.get('coco17'), split='val', cache_dir=cache)
+  assert len(source) == 7

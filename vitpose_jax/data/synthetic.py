@@ -44,6 +44,11 @@ the body around them is the nearest surface there.
 
 Generation is deterministic: image k draws from a NumPy Generator seeded by (seed, split,
 population, k), so equal arguments give byte-identical files, and train and val differ.
+
+Seeds: the val split at seed 0 is for checkpoint selection and tuning. Seeds from
+``TEST_SEED_START`` (1000) on are reserved for final test numbers: they are never used for
+training, checkpoint selection or tuning, and the trainer refuses a training or validation data
+spec that names one. Reported test tables say which test seed they used.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ from scipy import ndimage
 from vitpose_jax import skeletons
 from vitpose_jax.data import coco, render
 from vitpose_jax.data.render import Material
+
+# Synthetic seeds from here on are test seeds (see the module docstring).
+TEST_SEED_START = 1000
 
 # Enters the data cache key elsewhere: bump on any deliberate change to the generated data.
 GENERATOR_VERSION = 1
@@ -1201,9 +1209,12 @@ def render_scene(rng: np.random.Generator, population: str, max_people: int = 3)
 # COCO output.
 
 
-def _rng(seed: int, split: str, population: str, index: int) -> np.random.Generator:
+def _rng(seed: int, split: str, population: str, index: int, shard: int = 0
+         ) -> np.random.Generator:
+  # Shard 0 keeps the key it had before datasets were sharded, so its cached data stays valid.
   return np.random.default_rng(np.random.SeedSequence(
-      [seed, SPLITS.index(split), list(POPULATIONS).index(population), index]))
+      [seed, SPLITS.index(split), list(POPULATIONS).index(population), index]
+      + ([shard] if shard else [])))
 
 
 def _box(points: np.ndarray) -> list[float]:
@@ -1268,9 +1279,13 @@ def _check(out_dir, population: str, split: str, num: int, seed: int):
     raise ValueError(f'output path {out_dir!r} exists and is not a directory')
 
 
-def generate(out_dir: str | os.PathLike, population: str, split: str, num: int, seed: int) -> str:
+def generate(out_dir: str | os.PathLike, population: str, split: str, num: int, seed: int,
+             shard: int = 0) -> str:
   """Writes ``num`` synthetic person instances of ``population`` as a COCO dataset in
   ``out_dir`` and returns the annotation file's path.
+
+  ``shard`` > 0 draws an independent stream of the same (seed, split, population): large
+  datasets are generated as shards in parallel (``vitpose_jax.data.pipeline``).
 
   Images ``images/000000000001.jpg`` … hold one or more people each (so there are at most ``num``
   images). JPEGs of an earlier run in ``out_dir/images`` are replaced; the annotation file is
@@ -1290,7 +1305,7 @@ def generate(out_dir: str | os.PathLike, population: str, split: str, num: int, 
   done = 0
   while done < num:
     image_id = len(images) + 1
-    scene = render_scene(_rng(seed, split, population, image_id), population,
+    scene = render_scene(_rng(seed, split, population, image_id, shard), population,
                          max_people=min(3, num - done))
     file_name = f'{image_id:012d}.jpg'
     buffer = io.BytesIO()
@@ -1305,7 +1320,8 @@ def generate(out_dir: str | os.PathLike, population: str, split: str, num: int, 
   dataset = {
       'info': {'description': f'vitpose_jax synthetic {population} ({split})',
                'generator_version': GENERATOR_VERSION, 'population': population,
-               'split': split, 'seed': seed, 'schema': schema.name},
+               'split': split, 'seed': seed, 'schema': schema.name,
+               **({'shard': shard} if shard else {})},
       'images': images,
       'annotations': annotations,
       'categories': [{'id': 1, 'name': 'person', 'supercategory': 'person',
