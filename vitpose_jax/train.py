@@ -209,6 +209,18 @@ def _teacher(path: str, mcfg: models.ModelConfig) -> models.VitPose:
   return teacher
 
 
+def _check_test_seeds(config):
+  """Synthetic test seeds never train, and never pick a checkpoint: validation data does."""
+  from vitpose_jax.data.synthetic import TEST_SEED_START
+
+  for name, t in config.tasks.items():
+    for k in ('train', 'val'):
+      if t[k].get('source') == 'synthetic' and int(t[k].get('seed', 0)) >= TEST_SEED_START:
+        raise TrainingError(f'tasks.{name}.{k}: synthetic seed {t[k].seed} is a test seed '
+                            f'(>= {TEST_SEED_START}): test seeds are never used for training, '
+                            'checkpoint selection or tuning')
+
+
 def _sources(config, split_key: str):
   specs = [(t[k].population, 'train' if k == 'train' else 'val', int(t[k].num),
             int(t[k].get('seed', 0)))
@@ -252,6 +264,8 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   """A copy of ``config`` whose ``evals`` entries without ``data`` evaluate their task's
   validation data (``tasks.<task>.val``), so pointing a task at other data moves its evaluation
   with it."""
+  from vitpose_jax.data.synthetic import TEST_SEED_START
+
   config = copy.deepcopy(config)
   with config.unlocked():
     for name, spec in config.evals.items():
@@ -260,6 +274,11 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
         if task not in config.tasks:
           raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
         spec.data = config.tasks[task].val.to_dict()
+      data = spec.data
+      if (config.checkpoint.get('best_metric') and data.get('source') == 'synthetic'
+          and int(data.get('seed', 0)) >= TEST_SEED_START):
+        raise TrainingError(f'evals.{name}: synthetic seed {data.seed} is a test seed (>= '
+                            f'{TEST_SEED_START}) and checkpoint.best_metric would select on it')
   return config
 
 
@@ -430,8 +449,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   directory and returns the final metrics."""
   from tensorboardX import SummaryWriter
 
-  os.makedirs(workdir, exist_ok=True)
+  _check_test_seeds(config)
   config = resolve_evals(config)
+  os.makedirs(workdir, exist_ok=True)
   mcfg = model_config(config)
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ('data',))
@@ -521,6 +541,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
                for k in ('params', 'batch_stats')]
       metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
+      # One line per evaluation: the learning curve of the run, which TensorBoard also holds
+      # but which scripts should not need TensorBoard to read.
+      with open(os.path.join(workdir, 'evals.jsonl'), 'a') as f:
+        f.write(json.dumps({'step': step, 'samples_seen': step * global_batch,
+                            **{k: v for k, v in metrics.items()
+                               if isinstance(v, (int, float))}}) + '\n')
     if best_metric:
       value = metrics.get(best_metric)
       if primary and value is None:
