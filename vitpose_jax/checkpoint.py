@@ -16,7 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from vitpose_jax import models
+from vitpose_jax import models, zoo
 
 MODEL_ITEM = 'model'
 
@@ -77,8 +77,10 @@ def save_model(workdir: str, model: models.VitPose, step: int = 0):
 
 
 def load_model(workdir: str, *, step: int | str | None = None) -> tuple[models.VitPose, int]:
-  """The model of a run directory at ``step`` (default: the latest; ``'best'``: the checkpoint
-  with the best ``config.checkpoint.best_metric``), and that step."""
+  """The model of a run directory (or ``zoo:<name>``, a shipped model) at ``step`` (default: the
+  latest; ``'best'``: the checkpoint with the best ``config.checkpoint.best_metric``), and that
+  step."""
+  workdir = zoo.resolve(workdir)
   config = models.ModelConfig.load(workdir)
   if step == 'best':
     best = read_best(workdir)

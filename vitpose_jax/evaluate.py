@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from vitpose_jax import checkpoint, models, skeletons
+from vitpose_jax import checkpoint, models, skeletons, zoo
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.evaluation import evaluators, metrics
 
@@ -43,7 +43,7 @@ def _evaluate_run(args) -> dict:
 
   predictor = Predictor.from_run(args.workdir, step=args.step, flip_test=not args.no_flip)
   if args.task is None:
-    path = os.path.join(args.workdir, 'config.json')
+    path = os.path.join(zoo.resolve(args.workdir), 'config.json')
     try:
       with open(path) as f:
         evals = json.load(f)['evals']
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     out = _score_results(args) if results_mode else _evaluate_run(args)
   except (ValueError, DataError, skeletons.SchemaError, checkpoint.CheckpointError,
-          models.ModelConfigError) as e:
+          models.ModelConfigError, zoo.ZooError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(json.dumps(out))

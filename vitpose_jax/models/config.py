@@ -220,7 +220,10 @@ class ModelConfig:
 
   @classmethod
   def load(cls, path: str | os.PathLike[str]) -> ModelConfig:
-    path = os.fspath(path)
+    """From ``model.json``, a run directory holding it, or ``zoo:<name>`` (a shipped model)."""
+    from vitpose_jax import zoo
+
+    path = zoo.resolve(path)
     if os.path.isdir(path):
       path = os.path.join(path, 'model.json')
     try:
