@@ -1,6 +1,7 @@
 """The trivial baseline for the synthetic benchmark: the mean training pose placed in each box.
 
     python experiments/baseline_mean_pose.py              # the default config's data sizes
+    python experiments/baseline_mean_pose.py --tasks coco --num-val 64 --seed 1001   # a test set
 
 For every task: the mean of the training instances' labelled keypoints in input-crop coordinates
 (the UDP crop of each ground-truth box), then on validation the same crop of each box mapped back
@@ -40,12 +41,15 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--num-train', type=int, default=800)
   parser.add_argument('--num-val', type=int, default=100)
+  parser.add_argument('--seed', type=int, default=0, help='seed of the val data (test: >= 1000)')
+  parser.add_argument('--tasks', default='+'.join(TASKS))
   args = parser.parse_args()
   out = {}
-  for task, (schema_name, population) in TASKS.items():
+  for task in args.tasks.split('+'):
+    schema_name, population = TASKS[task]
     schema = skeletons.get(schema_name)
     train_files = pipeline.synthetic_dataset(population, 'train', args.num_train)
-    val_ann, val_images = pipeline.synthetic_dataset(population, 'val', args.num_val)
+    val_ann, val_images = pipeline.synthetic_dataset(population, 'val', args.num_val, args.seed)
     train, _ = coco.read_coco(*train_files, schema)
     val, _ = coco.read_coco(val_ann, val_images, schema)
     pose = mean_pose(train, schema.num_keypoints)

@@ -1,0 +1,165 @@
+r"""Learning curves: validation AP (ground-truth boxes, flip test) against samples seen, one curve
+per training recipe ("arm"), so that every recipe choice of the shipped models cites a measurement.
+
+Each arm is one training run of configs/single_task.py (a dense micro model on one synthetic
+population) with a few overrides, evaluated every ``--eval-every`` samples on the val split at
+seed 0 (the tuning split: test seeds >= 1000 are never used here). The runs read RUN/evals.jsonl,
+the trainer's record of each evaluation. Writes RESULTS/results.md (AP at each evaluation, per
+arm, with the command at the top), RESULTS/results.json and RESULTS/ap.png. Runs resume and
+finished ones are reused, so an interrupted sweep continues where it stopped:
+
+  python experiments/learning_curve.py --out experiments/results/learning_curve \
+      --arms default,128x96,128x96-flip,128x96-flip-12k
+
+Arms (``--arms``; see ARMS below): the current recipe (256x192 input, 800 training instances, the
+full ViTPose augmentation), then one lever at a time on top of the previous arm: input 128x96,
+flip as the only augmentation, 4k and then 12k training instances, a light augmentation (flip,
+small scale and rotation), a larger learning rate, and a wider target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import common
+
+FLIP_ONLY = {'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.0,
+             'data.augment.rotation_prob': 0.0, 'data.augment.jitter_prob': 0.0}
+LIGHT = {'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.25,
+         'data.augment.rotation_factor': 20.0, 'data.augment.rotation_prob': 0.3,
+         'data.augment.jitter_prob': 0.3, 'data.augment.jitter_factor': 0.2}
+SMALL = {'model.image_size': (128, 96)}
+
+# name: (training instances, overrides); one lever changes from the arm each builds on.
+ARMS = {
+    'default': (800, {}),
+    '128x96': (800, SMALL),
+    '128x96-flip': (800, {**SMALL, **FLIP_ONLY}),
+    '128x96-flip-4k': (4000, {**SMALL, **FLIP_ONLY}),
+    '128x96-flip-12k': (12000, {**SMALL, **FLIP_ONLY}),
+    '128x96-light-12k': (12000, {**SMALL, **LIGHT}),
+    '128x96-flip-12k-lr2e-3': (12000, {**SMALL, **FLIP_ONLY, 'optimizer.lr': 2e-3}),
+    '128x96-flip-12k-sigma3': (12000, {**SMALL, **FLIP_ONLY, 'data.sigma': 3.0}),
+}
+
+
+def curve(workdir: str, key: str) -> list[tuple[int, float]]:
+  """(samples seen, metric) per evaluation of a run, the last record of each step winning (a
+  resumed run may evaluate a step twice)."""
+  path = os.path.join(workdir, 'evals.jsonl')
+  if not os.path.exists(path):
+    return []
+  points = {}
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      if key in record:
+        points[record['samples_seen']] = record[key]
+  return sorted(points.items())
+
+
+def line_plot(curves: dict[str, list[tuple[int, float]]], path: str, ylabel: str):
+  """AP against samples seen, one coloured polyline per arm (PIL: no plotting dependency)."""
+  from PIL import Image, ImageDraw
+
+  left, top, width, height = 50, 20 + 16 * ((len(curves) + 2) // 3), 560, 300
+  image = Image.new('RGB', (left + width + 30, top + height + 50), 'white')
+  draw = ImageDraw.Draw(image)
+  xmax = max((x for c in curves.values() for x, _ in c), default=1) or 1
+  ymax = max((y for c in curves.values() for _, y in c), default=0) or 1.0
+  ymax = max(0.1, float(int(ymax * 10 + 1)) / 10)
+  draw.rectangle([left, top, left + width, top + height], outline='black')
+  for i in range(int(round(ymax * 10)) + 1):
+    y = top + height - height * i / (ymax * 10)
+    draw.line([left - 4, y, left, y], fill='black')
+    draw.text((5, y - 6), f'{i / 10:.1f}', fill='black')
+  for i in range(5):
+    x = left + width * i / 4
+    draw.line([x, top + height, x, top + height + 4], fill='black')
+    draw.text((x - 12, top + height + 6), f'{xmax * i / 4 / 1000:.0f}k', fill='black')
+  for a, (arm, points) in enumerate(curves.items()):
+    colour = common.COLOURS[a % len(common.COLOURS)]
+    xy = [(left + width * x / xmax, top + height - height * y / ymax) for x, y in points]
+    if len(xy) > 1:
+      draw.line(xy, fill=colour, width=2)
+    for x, y in xy:
+      draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    lx, ly = left + (a % 3) * 190, 5 + 16 * (a // 3)
+    draw.rectangle([lx, ly, lx + 10, ly + 10], fill=colour)
+    draw.text((lx + 14, ly - 1), arm, fill='black')
+  draw.text((left, top + height + 24), f'{ylabel} against samples seen', fill='black')
+  image.save(path)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--out', default=os.path.join(common.ROOT, 'experiments', 'results',
+                                                    'learning_curve'))
+  parser.add_argument('--arms', default='default,128x96,128x96-flip,128x96-flip-4k,'
+                      '128x96-flip-12k')
+  parser.add_argument('--task', default='coco')
+  parser.add_argument('--variant', default='micro')
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--samples', type=int, default=64_000, help='samples seen per arm')
+  parser.add_argument('--eval-every', type=int, default=16_000, help='samples between evals')
+  parser.add_argument('--num-val', type=int, default=200)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--runs', default='', help='run directories (default OUT/runs)')
+  args = parser.parse_args(argv)
+  arms = args.arms.split(',')
+  unknown = [a for a in arms if a not in ARMS]
+  if unknown:
+    parser.error(f'unknown arm(s) {unknown}; known: {", ".join(ARMS)}')
+  if args.samples % args.batch or args.eval_every % args.batch:
+    parser.error(f'--samples and --eval-every must be multiples of --batch {args.batch}')
+
+  from vitpose_jax import train
+
+  command = common.command_line(__file__)
+  runs = args.runs or os.path.join(args.out, 'runs')
+  steps, every = args.samples // args.batch, args.eval_every // args.batch
+  # Arms may be run by several invocations (an expensive arm for fewer samples): the results
+  # file accumulates them, each with the command that ran it.
+  results_path = os.path.join(args.out, 'results.json')
+  previous = {}
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      previous = json.load(f).get('arms', {})
+  for arm in arms:
+    num_train, overrides = ARMS[arm]
+    data = common.synthetic_data([args.task], num_train, args.num_val)
+    cfg = common.config('single_task', f'task={args.task},variant={args.variant},'
+                        f'batch={args.batch}', {
+                            **common.QUIET, **data, 'total_steps': steps,
+                            'eval_every_steps': every, 'checkpoint.every_steps': every,
+                            'seed': args.seed, **overrides})
+    workdir = os.path.join(runs, f'{arm}-{args.samples // 1000}k')
+    metrics = common.run(cfg, workdir, train.train_and_evaluate)
+    previous[arm] = {'num_train': num_train, 'overrides': overrides, 'samples': args.samples,
+                     'batch': args.batch, 'variant': args.variant, 'task': args.task,
+                     'command': command, 'final': metrics.get(f'{args.task}/AP'),
+                     'curve': curve(workdir, f'{args.task}/AP')}
+
+  curves = {arm: [tuple(p) for p in r['curve']] for arm, r in previous.items()}
+  samples = sorted({x for c in curves.values() for x, _ in c})
+  rows = [[arm, str(r['num_train']), f"{r['samples'] // 1000}k"]
+          + [next((f'{y:.3f}' for x, y in curves[arm] if x == s), '') for s in samples]
+          for arm, r in previous.items()]
+  preamble = (f'AP (val split, seed 0, {args.num_val} instances, ground-truth boxes, flip test) '
+              f'against samples seen; {args.variant}, batch {args.batch}, a cosine schedule over '
+              'each arm\'s samples, so an arm\'s last point is the end of its schedule and its '
+              'earlier points are not shorter runs. Arms and their overrides:\n\n'
+              + '\n'.join(f'- `{a}` ({r["task"]}): `{json.dumps(r["overrides"])}`, run by '
+                          f'`{r["command"]}`' for a, r in previous.items()))
+  text = common.write_results(
+      args.out, command, preamble,
+      ['arm', 'train instances', 'schedule'] + [f'{s / 1000:g}k' for s in samples],
+      rows, {'arms': previous})
+  line_plot(curves, os.path.join(args.out, 'ap.png'), 'AP (val, seed 0)')
+  print(text)
+
+
+if __name__ == '__main__':
+  main()

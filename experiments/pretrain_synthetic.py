@@ -1,0 +1,188 @@
+r"""The general "adult" model: pretrains the `coco` and `wholebody` tasks on synthetic adults and
+ships the result inside the package as ``zoo:<name>`` with its provenance record.
+
+  python experiments/pretrain_synthetic.py --workdir /tmp/pretrain_adult            # train
+  python experiments/pretrain_synthetic.py --workdir /tmp/pretrain_adult --ship micro-adult
+
+Training is configs/multitask.py (micro, tasks coco+wholebody) with the levers the learning curve
+(experiments/results/learning_curve) supports: a 128x96 input, tens of thousands of training
+instances per population, flip as the only augmentation, and an evaluation every
+``--eval-every`` samples on the val split at seed 0, which also picks the best checkpoint (by
+mean/AP). Re-running the same command resumes after any interruption (Ctrl-C or SIGTERM write a
+checkpoint first); the wall time of every segment is logged to WORKDIR/segments.json.
+
+``--ship NAME`` takes the run's best checkpoint, evaluates it on the test split (synthetic seed
+``--test-seed``, >= 1000: test seeds are never used for training, selection or tuning), and writes
+vitpose_jax/zoo/NAME/: model.json, one checkpoint holding only the network, config.json, and
+provenance.json (command, commit, generator version, data specs and seeds, steps, samples seen,
+wall time, device, validation and test metrics). Run it from one pinned commit (a separate git
+worktree), so that the code that trained the model is the commit its record names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import common
+
+TASKS = ('coco', 'wholebody')
+
+
+def _commit() -> dict:
+  def git(*args):
+    return subprocess.run(['git', '-C', common.ROOT, *args], capture_output=True, text=True,
+                          check=False).stdout.strip()
+
+  return {'commit': git('rev-parse', 'HEAD'),
+          'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+
+
+def _device() -> str:
+  import jax
+
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  d = jax.devices()[0]
+  return f'{d.platform} x{jax.device_count()} ({d.device_kind}); host {cpu}, {os.cpu_count()} CPUs'
+
+
+def make_config(args):
+  data = {}
+  for task in TASKS:
+    population = common.population(task)
+    data[f'tasks.{task}.train'] = dict(source='synthetic', population=population,
+                                       num=args.num_train[task], seed=0)
+    data[f'tasks.{task}.val'] = dict(source='synthetic', population=population,
+                                     num=args.num_val, seed=0)
+  steps = args.samples // (2 * args.batch)
+  every = max(1, args.eval_every // (2 * args.batch))
+  overrides = {
+      **data, 'total_steps': steps, 'model.image_size': (128, 96),
+      'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.0,
+      'data.augment.rotation_prob': 0.0, 'data.augment.jitter_prob': 0.0,
+      'optimizer.lr': args.lr, 'schedule.warmup_steps': args.warmup_steps,
+      'eval_every_steps': every, 'checkpoint.every_steps': min(every, 500),
+      'checkpoint.best_metric': 'mean/AP', 'log_every_steps': 100, 'plots': 4,
+  }
+  return common.config('multitask', f'variant={args.variant},tasks={"+".join(TASKS)},'
+                       f'batch={args.batch}', overrides)
+
+
+def train(args, command: str):
+  from vitpose_jax import train as trainer
+
+  cfg = make_config(args)
+  os.makedirs(args.workdir, exist_ok=True)
+  log_path = os.path.join(args.workdir, 'segments.json')
+  segments = []
+  if os.path.exists(log_path):
+    with open(log_path) as f:
+      segments = json.load(f)
+  start = time.time()
+  segment = {'command': command, **_commit(), 'device': _device(), 'started': time.ctime(start)}
+
+  def record(status: str):
+    segment.update(status=status, wall_s=round(time.time() - start, 1))
+    with open(log_path + '.tmp', 'w') as f:
+      json.dump(segments + [segment], f, indent=1)
+    os.replace(log_path + '.tmp', log_path)
+
+  try:
+    metrics = trainer.train_and_evaluate(cfg, args.workdir)
+  except BaseException:
+    record('interrupted')
+    raise
+  record('finished')
+  print(json.dumps(metrics))
+
+
+def ship(args, command: str):
+  from vitpose_jax import checkpoint, zoo
+  from vitpose_jax.data import synthetic
+  from vitpose_jax.evaluation import run_evaluators
+  from vitpose_jax.predict import Predictor
+
+  if args.test_seed < 1000:
+    raise SystemExit(f'--test-seed {args.test_seed}: test seeds are >= 1000')
+  with open(os.path.join(args.workdir, 'config.json')) as f:
+    run_config = json.load(f)
+  with open(os.path.join(args.workdir, 'segments.json')) as f:
+    segments = json.load(f)
+  best = checkpoint.read_best(args.workdir)
+  model, step = checkpoint.load_model(args.workdir, step='best' if best else None)
+  batch = sum(t['batch_size'] for t in run_config['tasks'].values())
+  evals = {t: dict(type='keypoints', task=t, batch_size=64,
+                   data=dict(run_config['tasks'][t]['val'], num=args.num_test,
+                             seed=args.test_seed)) for t in run_config['tasks']}
+  test = run_evaluators(evals, Predictor(model))
+  val = run_evaluators({t: dict(e, data=run_config['tasks'][t]['val'])
+                        for t, e in evals.items()}, Predictor(model))
+  dst = os.path.join(zoo.ZOO_DIR, args.ship)
+  if os.path.exists(dst):
+    raise SystemExit(f'{dst} exists: a shipped model is never replaced in place')
+  tmp = dst + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  checkpoint.save_model(tmp, model, step=step)
+  shutil.copy(os.path.join(args.workdir, 'config.json'), os.path.join(tmp, 'config.json'))
+  commits = sorted({(s['commit'], s['dirty']) for s in segments})
+  record = {
+      'name': args.ship,
+      'command': [s['command'] for s in segments],
+      'ship_command': command,
+      'commit': commits[0][0] if len(commits) == 1 else [c for c, _ in commits],
+      'dirty_tree': any(d for _, d in commits),
+      'generator_version': synthetic.GENERATOR_VERSION,
+      'data': {t: {'train': run_config['tasks'][t]['train'], 'val': run_config['tasks'][t]['val'],
+                   'test': evals[t]['data']} for t in run_config['tasks']},
+      'step': step, 'samples_seen': step * batch, 'batch': batch,
+      'best': best,
+      'wall_time_s': round(sum(s.get('wall_s', 0) for s in segments), 1),
+      'segments': segments,
+      'device': sorted({s['device'] for s in segments}),
+      'val_metrics': {k: v for k, v in val.items() if isinstance(v, (int, float))},
+      'test_metrics': {k: v for k, v in test.items() if isinstance(v, (int, float))},
+      'metrics_note': 'ground-truth boxes, flip test, DARK-UDP decoding',
+  }
+  with open(os.path.join(tmp, zoo.PROVENANCE), 'w') as f:
+    json.dump(record, f, indent=1)
+  os.rename(tmp, dst)
+  print(json.dumps(record['test_metrics']))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--ship', default='', help='ship the best checkpoint as zoo:NAME')
+  parser.add_argument('--variant', default='micro')
+  parser.add_argument('--samples', type=int, default=1_200_000, help='samples seen (all tasks)')
+  parser.add_argument('--batch', type=int, default=32, help='per-task batch share')
+  parser.add_argument('--lr', type=float, default=1e-3)
+  parser.add_argument('--warmup-steps', type=int, default=500)
+  parser.add_argument('--num-train-coco', type=int, default=12_000)
+  parser.add_argument('--num-train-wholebody', type=int, default=4_000)
+  parser.add_argument('--num-val', type=int, default=200)
+  parser.add_argument('--eval-every', type=int, default=64_000, help='samples between evals')
+  parser.add_argument('--num-test', type=int, default=200)
+  parser.add_argument('--test-seed', type=int, default=1000)
+  args = parser.parse_args(argv)
+  args.num_train = {'coco': args.num_train_coco, 'wholebody': args.num_train_wholebody}
+  command = common.command_line(__file__)
+  if args.ship:
+    ship(args, command)
+  else:
+    train(args, command)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
