@@ -9,11 +9,11 @@ arm, with the command at the top), RESULTS/results.json and RESULTS/ap.png. Runs
 finished ones are reused, so an interrupted sweep continues where it stopped:
 
   python experiments/learning_curve.py --out experiments/results/learning_curve \
-      --arms default,128x96,128x96-flip,128x96-flip-12k
+      --arms default,128x96,128x96-flip,128x96-flip-8k
 
 Arms (``--arms``; see ARMS below): the current recipe (256x192 input, 800 training instances, the
 full ViTPose augmentation), then one lever at a time on top of the previous arm: input 128x96,
-flip as the only augmentation, 4k and then 12k training instances, a light augmentation (flip,
+flip as the only augmentation, 4k and then 8k training instances, a light augmentation (flip,
 small scale and rotation), a larger learning rate, and a wider target.
 """
 
@@ -38,10 +38,10 @@ ARMS = {
     '128x96': (800, SMALL),
     '128x96-flip': (800, {**SMALL, **FLIP_ONLY}),
     '128x96-flip-4k': (4000, {**SMALL, **FLIP_ONLY}),
-    '128x96-flip-12k': (12000, {**SMALL, **FLIP_ONLY}),
-    '128x96-light-12k': (12000, {**SMALL, **LIGHT}),
-    '128x96-flip-12k-lr2e-3': (12000, {**SMALL, **FLIP_ONLY, 'optimizer.lr': 2e-3}),
-    '128x96-flip-12k-sigma3': (12000, {**SMALL, **FLIP_ONLY, 'data.sigma': 3.0}),
+    '128x96-flip-8k': (8000, {**SMALL, **FLIP_ONLY}),
+    '128x96-light-8k': (8000, {**SMALL, **LIGHT}),
+    '128x96-flip-8k-lr2e-3': (8000, {**SMALL, **FLIP_ONLY, 'optimizer.lr': 2e-3}),
+    '128x96-flip-8k-sigma3': (8000, {**SMALL, **FLIP_ONLY, 'data.sigma': 3.0}),
 }
 
 
@@ -98,7 +98,7 @@ def main(argv=None):
   parser.add_argument('--out', default=os.path.join(common.ROOT, 'experiments', 'results',
                                                     'learning_curve'))
   parser.add_argument('--arms', default='default,128x96,128x96-flip,128x96-flip-4k,'
-                      '128x96-flip-12k')
+                      '128x96-flip-8k')
   parser.add_argument('--task', default='coco')
   parser.add_argument('--variant', default='micro')
   parser.add_argument('--batch', type=int, default=32)

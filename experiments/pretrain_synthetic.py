@@ -6,7 +6,8 @@ ships the result inside the package as ``zoo:<name>`` with its provenance record
 
 Training is configs/multitask.py (micro, tasks coco+wholebody) with the levers the learning curve
 (experiments/results/learning_curve) supports: a 128x96 input, tens of thousands of training
-instances per population, flip as the only augmentation, and an evaluation every
+instances per population, a light augmentation (flip, small scale, rotation and centre jitter,
+no half-body crops), and an evaluation every
 ``--eval-every`` samples on the val split at seed 0, which also picks the best checkpoint (by
 mean/AP). Re-running the same command resumes after any interruption (Ctrl-C or SIGTERM write a
 checkpoint first); the wall time of every segment is logged to WORKDIR/segments.json.
@@ -69,8 +70,11 @@ def make_config(args):
   every = max(1, args.eval_every // (2 * args.batch))
   overrides = {
       **data, 'total_steps': steps, 'model.image_size': (128, 96),
-      'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.0,
-      'data.augment.rotation_prob': 0.0, 'data.augment.jitter_prob': 0.0,
+      # learning_curve.py's LIGHT augmentation: flip, scale ±25 %, rotation ±20° with p 0.3,
+      # centre jitter; no half-body crops.
+      'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.25,
+      'data.augment.rotation_factor': 20.0, 'data.augment.rotation_prob': 0.3,
+      'data.augment.jitter_prob': 0.3, 'data.augment.jitter_factor': 0.2,
       'optimizer.lr': args.lr, 'schedule.warmup_steps': args.warmup_steps,
       'eval_every_steps': every, 'checkpoint.every_steps': min(every, 500),
       'checkpoint.best_metric': 'mean/AP', 'log_every_steps': 100, 'plots': 4,
@@ -169,8 +173,8 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=32, help='per-task batch share')
   parser.add_argument('--lr', type=float, default=1e-3)
   parser.add_argument('--warmup-steps', type=int, default=500)
-  parser.add_argument('--num-train-coco', type=int, default=12_000)
-  parser.add_argument('--num-train-wholebody', type=int, default=4_000)
+  parser.add_argument('--num-train-coco', type=int, default=8_000)
+  parser.add_argument('--num-train-wholebody', type=int, default=2_000)
   parser.add_argument('--num-val', type=int, default=200)
   parser.add_argument('--eval-every', type=int, default=64_000, help='samples between evals')
   parser.add_argument('--num-test', type=int, default=200)
