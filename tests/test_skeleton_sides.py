@@ -1,5 +1,6 @@
 """Side names: flip pairs derived from every common left/right convention, loud warnings for what
-stays unpaired, explicit pairs kept as given, the built-ins' pairs pinned."""
+stays unpaired, explicit pairs kept as given, the built-ins' pairs pinned, and keypoint names of
+real releases matched to schemas ignoring case, separators and side spellings."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ import warnings
 import pytest
 
 from vitpose_jax import skeletons
-from vitpose_jax.skeletons import SchemaWarning, make_skeleton
+from vitpose_jax.skeletons import SchemaWarning, make_skeleton, match_keypoint_names
 
 
 def _pairs_by_name(s):
@@ -119,3 +120,47 @@ def test_cli_prints_flip_pairs_by_name_and_the_unpaired(tmp_path):
                            capture_output=True, text=True, check=True).stdout
   assert 'flip pairs: R1/L1, R2/L2' in builtin
 
+
+# Keypoint names as real releases spell them (mmpose tests/data: aic, mhp, crowdpose, ap10k).
+_AIC_FILE = ['Right Shoulder', 'Right Elbow', 'Right Wrist', 'Left Shoulder', 'Left Elbow',
+             'Left Wrist', 'Right Hip', 'Right Knee', 'Right Ankle', 'Left Hip', 'Left Knee',
+             'Left Ankle', 'Head top', 'Neck']
+_MHP_FILE = ['Right-ankle', 'Right-knee', 'Right-hip', 'Left-hip', 'Left-knee', 'Left-ankle',
+             'Pelvis', 'Thorax', 'Upper-neck', 'Head-top', 'Right-wrist', 'Right-elbow',
+             'Right-shoulder', 'Left-shoulder', 'Left-elbow', 'Left-wrist']
+
+
+@pytest.mark.parametrize('schema, names', [('aic14', _AIC_FILE), ('mpii16', _MHP_FILE)])
+def test_release_spellings_match_the_builtin_names_in_order(schema, names):
+  s = skeletons.get(schema)
+  assert match_keypoint_names(names, s) == tuple(range(s.num_keypoints))
+
+
+def test_openpose_and_camel_spellings_match_coco_names():
+  coco = skeletons.get('coco17')
+  got = match_keypoint_names(['Nose', 'LEye', 'REar', 'LShoulder', 'RightElbow', 'wrist_L',
+                              'r-hip', 'MidHip'], coco)
+  assert got == (0, 1, 4, 5, 8, 9, 12, None)
+
+
+def test_synonyms_are_documented_ones_only():
+  aic = skeletons.get('aic14')
+  assert match_keypoint_names(['top_head'], aic) == match_keypoint_names(['TopHead'], aic) == (12,)
+  # 'head' is the head top in CrowdPose but the skull's centre in SMPL/SMIL: never guessed.
+  assert match_keypoint_names(['head', 'neck'], aic) == (None, 13)
+  assert match_keypoint_names(['upper_neck'], aic) == (None,)
+  assert match_keypoint_names(['mid_hip'], skeletons.get('mpii16')) == (None,)
+
+
+def test_source_names_match_after_the_schemas_own():
+  infant = skeletons.get('infant_smil25')
+  # SMIL's leftShoulder is the collar; a plain 'left-shoulder' is the schema's left_shoulder.
+  assert match_keypoint_names(['leftShoulder', 'left-shoulder', 'leftThigh'], infant) == (
+      infant.index('left_collar'), infant.index('left_shoulder'), infant.index('left_hip'))
+  ap10k = skeletons.get('ap10k17')
+  assert match_keypoint_names(['L_F_Paw', 'Root of tail'], ap10k) == (7, 4)
+
+
+def test_two_names_for_one_keypoint_are_an_error_naming_both():
+  with pytest.raises(ValueError, match="'Head top' and 'top_head' both match keypoint 'head_top'"):
+    match_keypoint_names(['Head top', 'top_head'], skeletons.get('aic14'))

@@ -15,6 +15,7 @@ from vitpose_jax.skeletons.schema import (
     keypoint_mapping,
     load_skeleton_json,
     make_skeleton,
+    match_keypoint_names,
     skeleton_from_dict,
     split_side,
     unpaired_side_names,
@@ -22,6 +23,6 @@ from vitpose_jax.skeletons.schema import (
 
 __all__ = [
     'SchemaError', 'SchemaWarning', 'Skeleton', 'derive_flip_pairs', 'get', 'keypoint_mapping',
-    'load_skeleton_json', 'make_skeleton', 'names', 'register',
+    'load_skeleton_json', 'make_skeleton', 'match_keypoint_names', 'names', 'register',
     'skeleton_from_dict', 'split_side', 'unpaired_side_names',
 ]

@@ -440,3 +440,61 @@ def keypoint_mapping(src: Skeleton, dst: Skeleton) -> tuple[tuple[int, int], ...
   dst_index = {n: i for i, n in enumerate(dst.keypoints)}
   return tuple((i, dst_index[n]) for i, n in enumerate(src.keypoints) if n in dst_index)
 
+
+# Spellings of one point that differ by more than case, separators and side initials, as
+# split_side keys. Only names that mean the same point in every dataset that uses them belong here.
+_SYNONYMS = {
+    # CrowdPose's metadata says top_head (mmpose configs/_base_/datasets/crowdpose.py) where AIC,
+    # MPII and PoseTrack say head_top; mmpose's body8 configs map both onto Halpe's head.
+    (None, ('top', 'head')): (None, ('head', 'top')),
+}
+
+
+def match_keypoint_names(names: Sequence[str], skeleton: Skeleton) -> tuple[int | None, ...]:
+  """For each of a file's keypoint names, the index of the schema keypoint it names, or None.
+
+  A name matches a schema keypoint, or failing that its ``source_names`` entry:
+    1. exactly;
+    2. else by its words and side (:func:`split_side`), ignoring case, separators (space, ``-``,
+       ``_``) and camelCase, with a side initial read as the side: ``'Right Shoulder'``,
+       ``'Right-shoulder'``, ``'RShoulder'`` and ``'shoulder_R'`` match ``right_shoulder``,
+       ``'Head top'`` matches ``head_top``. A spelling that fits several keypoints matches none;
+    3. else through a synonym: ``top_head`` (CrowdPose) is ``head_top`` (AIC, MPII, PoseTrack).
+
+  Deliberately not synonyms, because datasets use them for different points: ``head`` (the head
+  top in CrowdPose and Halpe files, the skull's centre joint in SMPL/SMIL and so in
+  ``infant_smil25``) and ``head_top``; ``neck`` (the neck's base in SMPL/SMIL, MPII's thorax) and
+  ``upper_neck``; ``pelvis`` and ``mid_hip`` (mmpose's body8 configs map MPII's upper_neck and
+  head_top onto Halpe's neck and head but leave its pelvis off Halpe's hip). A file using one for
+  the other leaves those labels unmatched, and readers count and report them; a user schema whose
+  ``source_names`` spell the file's names places them.
+
+  Raises ValueError when two names match the same keypoint.
+  """
+  # The schema's own names before its source names, so that a spelling which fits one of each
+  # (infant_smil25: 'left-shoulder' is its left_shoulder, SMIL's 'leftShoulder' its left_collar)
+  # goes to the schema's.
+  tiers = []
+  for spellings in (skeleton.keypoints, skeleton.source_names or ()):
+    loose: dict[tuple, set[int]] = collections.defaultdict(set)
+    for i, n in enumerate(spellings):
+      loose[split_side(n)].add(i)
+    tiers.append(({n: i for i, n in enumerate(spellings)}, loose))
+  out = []
+  for name in names:
+    key = split_side(name)
+    keys = [k for k in (key, _SYNONYMS.get(key)) if k is not None and k[1]]
+    index = next((exact[name] for exact, _ in tiers if name in exact), None)
+    for k in keys:
+      for _, loose in tiers:
+        if index is None and len(loose.get(k, ())) == 1:
+          index = next(iter(loose[k]))
+    out.append(index)
+  claimed: dict[int, str] = {}
+  for name, index in zip(names, out):
+    if index is not None:
+      if index in claimed:
+        raise ValueError(f'keypoint names {claimed[index]!r} and {name!r} both match keypoint '
+                         f'{skeleton.keypoints[index]!r} of schema {skeleton.name}')
+      claimed[index] = name
+  return tuple(out)
