@@ -299,7 +299,8 @@ def _layout(names: tuple[str, ...] | None, counts: tuple[tuple[str, int], ...],
   return _Layout(tuple(reads), tuple(unplaced))
 
 
-def _keypoint_fields(ann: Mapping[str, Any], names: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+def _keypoint_fields(ann: Mapping[str, Any],
+                     names: tuple[str, ...] | None) -> dict[str, np.ndarray]:
   """Every keypoint field the annotation has as float32 (n, 3) [x, y, v]: ``keypoints``,
   COCO-WholeBody's split fields and HumanArt's ``keypoints_<N>`` (N the category's name count).
   ValueError for a field that is not numbers in threes."""
