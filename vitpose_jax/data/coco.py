@@ -1,28 +1,40 @@
 """COCO-format person-keypoint files → one record per person instance.
 
-Reads COCO (``keypoints``), COCO-WholeBody (``keypoints`` + ``foot_kpts``, ``face_kpts``,
-``lefthand_kpts``, ``righthand_kpts``, assembled in schema order) and any user schema. When the
-file's category lists keypoint names, labels are placed by name into the schema (so COCO-17 labels
-train ``wheelchair23`` with its chair points unlabelled); otherwise the count must match.
+Which annotations a schema reads is decided once per file, by :func:`keypoint_categories`: the
+categories whose keypoints are the schema's (by their names, or by their annotations' point count
+where a category lists no names). Annotations of other categories are skipped and counted, and
+the chosen category ids go with every record, so results, ground-truth filtering and detections
+use the same ones (a person category may be ``2`` or ``"1"``).
+
+Keypoint layouts read (:func:`annotation_keypoints`): COCO's flat ``keypoints``; COCO-WholeBody's
+body in ``keypoints`` plus ``foot_kpts``, ``face_kpts``, ``lefthand_kpts`` and
+``righthand_kpts``; mmpose's flat 133-point WholeBody layout; and a category listing more names
+than its annotations carry (HumanArt). Labels are placed by name into the schema
+(:func:`vitpose_jax.skeletons.match_keypoint_names`: case, separators and side spellings do not
+matter), so COCO-17 labels train ``wheelchair23`` with its chair points unlabelled and a
+COCO-WholeBody file read with ``coco17`` gives its bodies; a labelled point whose name the schema
+lacks is counted and reported, never dropped silently.
 
 Coordinates: pixels, x right, y down, integer values at pixel centres (COCO's convention).
 Bad input is either an error naming the file and the annotation id (``strict=True``) or a
-counted skip, reported once per dataset (default). A file that is not COCO format is always an
-error: there is nothing to skip to.
+counted skip, reported once per dataset (default). A file that is not COCO format, or that has no
+category with the schema's keypoints, is always an error: there is nothing to skip to.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from vitpose_jax import skeletons
 from vitpose_jax.skeletons import Skeleton
 
 # COCO-WholeBody stores parts in separate fields; the schema's part slices say where each lands.
@@ -37,16 +49,25 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class SkipReport:
-  """Counts of skipped annotations by reason, with the first example of each."""
+  """Counts of skipped annotations by reason, with the first example of each; and of labelled
+  keypoints that kept instances carry under a name the schema lacks (``unplaced``: annotations
+  per name, or per COCO-WholeBody part when a whole part has no place)."""
 
   source: str
   kept: int = 0
   counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   examples: dict[str, str] = dataclasses.field(default_factory=dict)
+  unplaced: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  unplaced_examples: dict[str, str] = dataclasses.field(default_factory=dict)
+  categories: KeypointCategories | None = None
 
   def add(self, reason: str, detail: str):
     self.counts[reason] += 1
     self.examples.setdefault(reason, detail)
+
+  def add_unplaced(self, label: str, detail: str):
+    self.unplaced[label] += 1
+    self.unplaced_examples.setdefault(label, detail)
 
   @property
   def skipped(self) -> int:
@@ -54,10 +75,72 @@ class SkipReport:
 
   def summary(self) -> str:
     if not self.counts:
-      return f'{self.source}: {self.kept} instances, none skipped'
-    parts = ', '.join(f'{n} {reason} (e.g. {self.examples[reason]})'
-                      for reason, n in sorted(self.counts.items()))
-    return f'{self.source}: {self.kept} instances kept, {self.skipped} skipped: {parts}'
+      text = f'{self.source}: {self.kept} instances, none skipped'
+    else:
+      parts = ', '.join(f'{n} {reason} (e.g. {self.examples[reason]})'
+                        for reason, n in sorted(self.counts.items()))
+      text = f'{self.source}: {self.kept} instances kept, {self.skipped} skipped: {parts}'
+    if self.unplaced:
+      shown = self.unplaced.most_common(8)
+      labels = ', '.join(f'{label} in {n} (e.g. {self.unplaced_examples[label]})'
+                         for label, n in shown)
+      more = len(self.unplaced) - len(shown)
+      text += (f'; labelled keypoints the schema has no place for, dropped from kept instances: '
+               f'{labels}' + (f' and {more} more names' if more > 0 else ''))
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointCategory:
+  """One category whose annotations a schema reads.
+
+  Attributes:
+    id: the ``id`` exactly as the file writes it (``1``, ``2``, ``"1"``); results carry it.
+    name: its ``name``, for messages.
+    keypoint_names: its ``keypoints`` list, or None when it lists none (then an annotation's
+      points are in the schema's order, or in COCO-WholeBody's when there are 133).
+  """
+
+  id: Any
+  name: str
+  keypoint_names: tuple[str, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointCategories:
+  """The categories of one COCO file that hold a schema's keypoints (:func:`keypoint_categories`).
+
+  Usually one (the person category); several when categories share a keypoint list (AP-10K's 54
+  species), and results then carry each instance's own category as mmpose's do.
+  """
+
+  source: str
+  categories: tuple[KeypointCategory, ...]
+
+  def of(self, item: Mapping[str, Any]) -> KeypointCategory | None:
+    """The keypoint category of an annotation, detection or result (by its ``category_id``), or
+    None when it belongs to another category. An item without ``category_id`` belongs to the
+    file's keypoint category when there is only one."""
+    if 'category_id' not in item:
+      return self.categories[0] if len(self.categories) == 1 else None
+    cid = item['category_id']
+    # 1 and "1" are different ids, as they are to pycocotools; True == 1 in Python, not in JSON.
+    return next((c for c in self.categories
+                 if type(c.id) is type(cid) and c.id == cid), None)
+
+  def refusal(self, item: Mapping[str, Any]) -> str:
+    """Why ``item`` is not of these categories, for messages (``of`` gave None)."""
+    if 'category_id' not in item:
+      return f'it has no category_id and the file has {self.describe()}'
+    return f'category_id {item["category_id"]!r} is not {self.describe()}'
+
+  def describe(self) -> str:
+    """``category 2 ('person')``, or the first few of several."""
+    named = [f'{c.id!r} ({c.name!r})' for c in self.categories[:3]]
+    more = len(self.categories) - len(named)
+    if len(self.categories) == 1:
+      return f'category {named[0]}'
+    return f'categories {", ".join(named)}' + (f' and {more} more' if more else '')
 
 
 def box_to_center_scale(
@@ -90,55 +173,284 @@ def _load_json(path: str) -> dict[str, Any]:
   return data
 
 
-def _category_names(data: dict[str, Any], path: str) -> dict[int, list[str] | None]:
-  names = {}
-  for cat in data.get('categories') or []:
-    if not isinstance(cat, dict) or 'id' not in cat:
-      raise DataError(f'{path}: not COCO format (a category without an id: {cat!r:.80})')
-    kps = cat.get('keypoints')
-    names[cat['id']] = list(kps) if kps else None
-  return names
+@functools.cache
+def _wholebody_parts() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+  """COCO-WholeBody's parts in its order: (part, its annotation field, the names of its points as
+  the built-in ``coco_wholebody133`` has them: 17 body, 6 foot, 68 face, 21 per hand)."""
+  wb = skeletons.get('coco_wholebody133')
+  return tuple((part, WHOLEBODY_FIELDS[part], wb.keypoints[start:stop])
+               for part, start, stop in wb.parts)
 
 
-def annotation_keypoints(ann: dict[str, Any], skeleton: Skeleton,
-                         names: list[str] | None = None) -> np.ndarray:
-  """An annotation's labels as (K, 3) [x, y, v] in schema order; ValueError says what is wrong.
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """Where one annotation layout's points go: per field read, point positions in the field and
+  their schema indices; per field, the positions whose names the schema lacks, with the label
+  each is reported under."""
 
-  ``names``: the keypoint names of the annotation's category, when the file lists them.
+  reads: tuple[tuple[str, np.ndarray, np.ndarray], ...]
+  unplaced: tuple[tuple[str, np.ndarray, tuple[str, ...]], ...]
+
+
+# One field's points: (field, their names, the COCO-WholeBody part of each or None).
+_Source = tuple[str, tuple[str, ...], tuple[str | None, ...]]
+
+
+def _wholebody_source(field: str) -> _Source:
+  parts = _wholebody_parts()
+  return (field, tuple(n for _, _, names in parts for n in names),
+          tuple(part for part, _, names in parts for _ in names))
+
+
+def _flat_source(names: tuple[str, ...] | None, counts: dict[str, int],
+                 skeleton: Skeleton) -> _Source:
+  """The points of an annotation without COCO-WholeBody's split fields; ValueError says why its
+  count fits nothing."""
+  k, n = skeleton.num_keypoints, counts.get('keypoints', 0)
+  wholebody = skeletons.get('coco_wholebody133')
+
+  def plain(field, point_names):
+    return field, tuple(point_names), (None,) * len(point_names)
+
+  def leads(schema):
+    # The category's names are the first of a longer layout: mmpose's flat WholeBody files keep
+    # COCO-WholeBody's category, which lists only the 17 body names.
+    return skeletons.match_keypoint_names(names, schema) == tuple(range(len(names)))
+
+  if not names:
+    if n == k:
+      return plain('keypoints', skeleton.keypoints)
+    if n == wholebody.num_keypoints:
+      return _wholebody_source('keypoints')
+    raise ValueError(f'keypoints hold {3 * n} values, expected {3 * k} for schema {skeleton.name} '
+                     f'({k} keypoints)')
+  if n == len(names):
+    return plain('keypoints', names)
+  matched = skeletons.match_keypoint_names(names, skeleton)
+  full = f'keypoints_{len(names)}'
+  if 0 < n < len(names) and (counts.get(full) == len(names)
+                             or (n == k and None not in matched[:n])):
+    # HumanArt: the category lists 21 names, 'keypoints' holds the first 17 (COCO's) and
+    # 'keypoints_21' all 21. Fewer points than names are the first names when the file keeps
+    # the full set in keypoints_<N>, or when they are as many as the schema has and it names
+    # them all; otherwise a short list is a wrong count. keypoints_<N> is read only when the
+    # schema wants a point beyond the first n, so a COCO-17 reading neither loses nor drops one.
+    if counts.get(full) == len(names) and any(i is not None for i in matched[n:]):
+      return plain(full, names)
+    return plain('keypoints', names[:n])
+  if n == k and leads(skeleton):
+    return plain('keypoints', skeleton.keypoints)
+  if n == wholebody.num_keypoints and leads(wholebody):
+    return _wholebody_source('keypoints')
+  raise ValueError(f'keypoints hold {3 * n} values, expected {3 * len(names)} for the '
+                   f"category's {len(names)} keypoint names")
+
+
+def _split_sources(names: tuple[str, ...] | None, counts: dict[str, int]) -> list[_Source]:
+  """The points of a COCO-WholeBody annotation, field by field; ValueError on a wrong count."""
+  parts = _wholebody_parts()
+  total = sum(len(part_names) for _, _, part_names in parts)
+  sources, offset = [], 0
+  for i, (part, field, part_names) in enumerate(parts):
+    if names and len(names) == total:  # the category lists all 133 (synthetic files do)
+      part_names = names[offset:offset + len(part_names)]
+    elif i == 0 and names and len(names) == counts.get(field):
+      part_names = names
+    offset += len(part_names)
+    if field not in counts:
+      continue
+    if counts[field] != len(part_names):
+      raise ValueError(f'{field} holds {3 * counts[field]} values, expected '
+                       f"{3 * len(part_names)} for COCO-WholeBody's {part}")
+    sources.append((field, part_names, (part,) * len(part_names)))
+  return sources
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(names: tuple[str, ...] | None, counts: tuple[tuple[str, int], ...],
+            skeleton: Skeleton) -> _Layout | str:
+  """The layout of annotations whose category lists ``names`` and whose keypoint fields hold
+  ``counts`` points, or why it cannot be read for the schema (kept too, as a file repeats it)."""
+  count = dict(counts)
+  try:
+    if any(field in count for _, field, _ in _wholebody_parts()[1:]):
+      sources = _split_sources(names, count)
+    else:
+      sources = [_flat_source(names, count, skeleton)]
+    everything = [n for _, point_names, _ in sources for n in point_names]
+    index = iter(skeletons.match_keypoint_names(everything, skeleton))
+  except ValueError as e:
+    return str(e)
+  reads, unplaced = [], []
+  for field, point_names, parts in sources:
+    dst = [next(index) for _ in point_names]
+    src = [i for i, j in enumerate(dst) if j is not None]
+    if src:
+      reads.append((field, np.array(src), np.array([dst[i] for i in src])))
+    placed_parts = {parts[i] for i in src}
+    lost = [i for i, j in enumerate(dst) if j is None]
+    if lost:
+      # A COCO-WholeBody part with no place at all (the face, read with coco17) is one label.
+      labels = tuple(f'WholeBody {parts[i]}' if parts[i] and parts[i] not in placed_parts
+                     else repr(point_names[i]) for i in lost)
+      unplaced.append((field, np.array(lost), labels))
+  if not reads:
+    return f'none of the keypoint names {everything[:4]}... is in schema {skeleton.name}'
+  return _Layout(tuple(reads), tuple(unplaced))
+
+
+def _keypoint_fields(ann: Mapping[str, Any],
+                     names: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+  """Every keypoint field the annotation has as float32 (n, 3) [x, y, v]: ``keypoints``,
+  COCO-WholeBody's split fields and HumanArt's ``keypoints_<N>`` (N the category's name count).
+  ValueError for a field that is not numbers in threes."""
+  fields = [field for _, field, _ in _wholebody_parts()]
+  if names:
+    fields.append(f'keypoints_{len(names)}')
+  out = {}
+  for field in fields:
+    if field not in ann and field != 'keypoints':
+      continue
+    try:
+      values = np.asarray(ann.get(field, []), np.float32).reshape(-1)
+    except (TypeError, ValueError):
+      raise ValueError(f'{field} {ann[field]!r:.60} is not a list of numbers') from None
+    if values.size % 3:
+      raise ValueError(f'{field} holds {values.size} values, not [x, y, v] triples')
+    out[field] = values.reshape(-1, 3)
+  return out
+
+
+def _layout_of(fields: dict[str, np.ndarray], names: tuple[str, ...] | None,
+               skeleton: Skeleton) -> _Layout | str:
+  return _layout(names, tuple((f, len(v)) for f, v in fields.items()), skeleton)
+
+
+def _place(ann: Mapping[str, Any], skeleton: Skeleton,
+           names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+  """(the annotation's (K, 3) labels in schema order, the labels of its points with v > 0 that
+  the schema has no place for)."""
+  names = tuple(names) if names else None
+  fields = _keypoint_fields(ann, names)
+  layout = _layout_of(fields, names, skeleton)
+  if isinstance(layout, str):
+    raise ValueError(layout)
+  out = np.zeros((skeleton.num_keypoints, 3), np.float32)
+  for field, src, dst in layout.reads:
+    out[dst] = fields[field][src]
+  lost = []
+  for field, src, labels in layout.unplaced:
+    visible = fields[field][src, 2] > 0
+    lost += sorted({label for label, v in zip(labels, visible) if v})
+  return out, lost
+
+
+def annotation_keypoints(ann: Mapping[str, Any], skeleton: Skeleton,
+                         names: Sequence[str] | None = None) -> np.ndarray:
+  """An annotation's labels as float32 (K, 3) [x, y, v] in schema order, pixels; a schema point
+  the annotation does not label is [0, 0, 0]. ValueError says what is wrong.
+
+  ``names``: the keypoint names of the annotation's category, when the file lists them. Layouts:
+    - COCO: ``keypoints`` holds one [x, y, v] per category name, placed by name; without names,
+      K points in the schema's order (or 133 in COCO-WholeBody's).
+    - COCO-WholeBody: the body in ``keypoints`` and ``foot_kpts`` (6), ``face_kpts`` (68),
+      ``lefthand_kpts`` (21) and ``righthand_kpts`` (21), named as ``coco_wholebody133`` names
+      them (or by the category, when it lists all 133). Any schema takes the points it names:
+      ``coco17`` the body, ``coco_wholebody133`` all.
+    - mmpose's flat WholeBody: all 133 in ``keypoints`` while the category lists the 17 body
+      names; read as COCO-WholeBody's order (or the schema's own, when it has 133 points).
+    - HumanArt: the category lists 21 names, ``keypoints`` holds 17 and ``keypoints_21`` 21. An
+      annotation holding fewer points than its category names holds the first ones, so its count
+      decides: the 17 are COCO-17's and read as such; ``keypoints_21`` is read only for a schema
+      that has one of the other four points.
+  Names match as :func:`vitpose_jax.skeletons.match_keypoint_names` says (``"Right Shoulder"``
+  is ``right_shoulder``).
   """
-  k = skeleton.num_keypoints
-  split = [f for f in WHOLEBODY_FIELDS.values() if f != 'keypoints' and f in ann]
-  if split:
-    out = np.zeros((k, 3), np.float32)
-    for part, start, stop in skeleton.parts:
-      field = WHOLEBODY_FIELDS.get(part)
-      if field is None or field not in ann:
-        continue
-      values = np.asarray(ann[field], np.float32).reshape(-1)
-      if values.size != 3 * (stop - start):
-        raise ValueError(f'{field} holds {values.size} values, expected {3 * (stop - start)} for '
-                         f'part {part!r} of {skeleton.name}')
-      out[start:stop] = values.reshape(-1, 3)
-    return out
-  values = np.asarray(ann.get('keypoints', []), np.float32).reshape(-1)
-  if names is not None and names != list(skeleton.keypoints):
-    if values.size != 3 * len(names):
-      raise ValueError(f'keypoints hold {values.size} values, expected {3 * len(names)} for the '
-                       f"category's {len(names)} keypoint names")
-    index = {n: i for i, n in enumerate(skeleton.keypoints)}
-    shared = [(i, index[n]) for i, n in enumerate(names) if n in index]
-    if not shared:
-      raise ValueError(f'none of the category keypoint names {names[:4]}... is in schema '
-                       f'{skeleton.name}')
-    out = np.zeros((k, 3), np.float32)
-    src = values.reshape(-1, 3)
-    for i, j in shared:
-      out[j] = src[i]
-    return out
-  if values.size != 3 * k:
-    raise ValueError(f'keypoints hold {values.size} values, expected {3 * k} for schema '
-                     f'{skeleton.name} ({k} keypoints)')
-  return values.reshape(k, 3)
+  return _place(ann, skeleton, names)[0]
+
+
+def _category_problem(cat: Mapping[str, Any], anns: list, skeleton: Skeleton) -> str:
+  """Why a category holds none of the schema's keypoints, in a few words for the error."""
+  label = f'category {cat["id"]!r} ({cat.get("name")!r})'
+  names = cat.get('keypoints') or []
+  if names:
+    text = f'{label} lists {len(names)} keypoint names, none of them in the schema'
+    if len(names) == skeleton.num_keypoints:
+      text += (f' although the count matches; names not matched: '
+               f'{", ".join(map(repr, names[:20]))}' + (' ...' if len(names) > 20 else ''))
+    return text
+  sizes = sorted({len(a.get('keypoints') or []) // 3 for a in anns})
+  if not anns or sizes == [0]:
+    return f'{label} lists no keypoint names and its annotations carry no keypoints'
+  return (f'{label} lists no keypoint names and its annotations hold '
+          f'{"/".join(map(str, sizes[:5]))} points')
+
+
+def keypoint_categories(data: Mapping[str, Any], skeleton: Skeleton,
+                        source: str) -> KeypointCategories:
+  """The categories of a loaded COCO file whose annotations ``skeleton`` reads, found once.
+
+  A category qualifies when one of its ``keypoints`` names is the schema's (as
+  :func:`vitpose_jax.skeletons.match_keypoint_names` matches names), or, listing no names, when
+  one of its annotations has a layout :func:`annotation_keypoints` reads for the schema (e.g. K
+  points). A file without ``categories`` reads all its annotations, under the category ids they
+  carry (1, COCO's person, where none does).
+
+  Raises DataError naming ``source`` when no category qualifies (saying, per category, why; when
+  a category lists as many names as the schema has keypoints, the names that do not match), when
+  a category has no id or two share one, or when names are not a list of strings.
+  """
+  listed = data.get('categories')
+  annotations = [a for a in data.get('annotations') or [] if isinstance(a, Mapping)]
+  if not listed:
+    ids = list(dict.fromkeys(a['category_id'] for a in annotations
+                             if isinstance(a.get('category_id'), (str, int, float))))
+    return KeypointCategories(source, tuple(
+        KeypointCategory(i, str(i), None) for i in ids or [1]))
+  if not isinstance(listed, list):
+    raise DataError(f'{source}: "categories" is {type(listed).__name__}, not a list')
+  by_category = collections.defaultdict(list)
+  for ann in annotations:
+    # Without a category_id, an annotation is the only category's (as KeypointCategories.of).
+    if 'category_id' in ann or len(listed) == 1:
+      cid = ann['category_id'] if 'category_id' in ann else listed[0].get('id')
+      by_category[repr(cid)].append(ann)
+  found, problems, seen = [], [], set()
+  for cat in listed:
+    if not isinstance(cat, Mapping) or 'id' not in cat:
+      raise DataError(f'{source}: not COCO format (a category without an id: {cat!r:.80})')
+    if repr(cat['id']) in seen:
+      raise DataError(f'{source}: categories: two categories have id {cat["id"]!r}')
+    seen.add(repr(cat['id']))
+    names = cat.get('keypoints') or None
+    if names is not None and not (isinstance(names, list)
+                                  and all(isinstance(n, str) for n in names)):
+      raise DataError(f'{source}: category {cat["id"]!r}: keypoints {names!r:.80} is not a list '
+                      'of names')
+    names = tuple(names) if names else None
+    anns = by_category[repr(cat['id'])]
+    try:
+      matches = names is not None and any(
+          i is not None for i in skeletons.match_keypoint_names(names, skeleton))
+    except ValueError as e:
+      raise DataError(f'{source}: category {cat["id"]!r}: {e}') from None
+    if not matches:
+      matches = any(_readable(a, names, skeleton) for a in anns)
+    if matches:
+      found.append(KeypointCategory(cat['id'], str(cat.get('name', cat['id'])), names))
+    else:
+      problems.append(_category_problem(cat, anns, skeleton))
+  if not found:
+    raise DataError(f'{source}: no category holds keypoints of schema {skeleton.name} '
+                    f'({skeleton.num_keypoints} keypoints): {"; ".join(problems)}')
+  return KeypointCategories(source, tuple(found))
+
+
+def _readable(ann: Mapping[str, Any], names: tuple[str, ...] | None, skeleton: Skeleton) -> bool:
+  try:
+    return isinstance(_layout_of(_keypoint_fields(ann, names), names, skeleton), _Layout)
+  except ValueError:
+    return False
 
 
 def _check_image(path: str) -> tuple[int, int]:
@@ -154,17 +466,24 @@ def _check_image(path: str) -> tuple[int, int]:
 
 
 class _Skip(Exception):
+  """Why an annotation gives no record; ``bad_input`` False for one that is fine but not ours
+  (another category), which even ``strict`` reading only counts."""
 
-  def __init__(self, reason: str, detail: str):
+  def __init__(self, reason: str, detail: str, bad_input: bool = True):
     super().__init__(detail)
-    self.reason, self.detail = reason, detail
+    self.reason, self.detail, self.bad_input = reason, detail, bad_input
 
 
-def _record(ann, image_info, image_sizes, images, skeleton, category_names, aspect_ratio,
-            check_images) -> dict[str, Any]:
-  """The record of one annotation, or _Skip saying why there is none."""
+def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_ratio,
+            check_images) -> tuple[dict[str, Any], list[str]]:
+  """The record of one annotation and the labels of its points the schema has no place for, or
+  _Skip saying why there is none."""
   if not isinstance(ann, dict) or 'image_id' not in ann or 'id' not in ann:
     raise _Skip('malformed', f'not an object with id and image_id: {ann!r:.60}')
+  category = categories.of(ann)
+  if category is None:
+    raise _Skip('other category', f'{categories.refusal(ann)}, whose keypoints schema '
+                f'{skeleton.name} reads', False)
   if ann.get('iscrowd', 0):
     raise _Skip('crowd', 'iscrowd=1 (crowd regions hold no single person)')
   info = image_info.get(ann['image_id'])
@@ -184,7 +503,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, category_names, aspe
     raise _Skip('bad image', size)
   width, height = size
   try:
-    keypoints = annotation_keypoints(ann, skeleton, category_names.get(ann.get('category_id')))
+    keypoints, unplaced = _place(ann, skeleton, category.keypoint_names)
   except ValueError as e:
     raise _Skip('wrong keypoint count', str(e)) from None
   bbox = np.asarray(ann.get('bbox', []), np.float64).reshape(-1)
@@ -207,12 +526,13 @@ def _record(ann, image_info, image_sizes, images, skeleton, category_names, aspe
       'image_path': image_path,
       'image_id': int(info['id']),
       'instance_id': int(ann['id']),
+      'category_id': category.id,
       'bbox': clipped,
       'center': center,
       'scale': scale,
       'keypoints': keypoints.astype(np.float32),
       'image_size': np.array([width, height], np.int32),
-  }
+  }, unplaced
 
 
 def read_coco(
@@ -226,36 +546,44 @@ def read_coco(
 ) -> tuple[list[dict[str, Any]], SkipReport]:
   """One record per usable person instance, and the report of what was skipped.
 
-  Record: ``image_path`` (str), ``image_id``, ``instance_id`` (the annotation id), ``bbox``
-  float32 (4,) [x, y, w, h] clipped to the image, ``center`` / ``scale`` float32 (2,) (x, y) and
-  (w, h) in pixels (padding 1.25 at ``aspect_ratio`` = w / h), ``keypoints`` float32 (K, 3)
-  [x, y, v] in schema order, ``image_size`` int32 (2,) (width, height).
+  Record: ``image_path`` (str), ``image_id``, ``instance_id`` (the annotation id),
+  ``category_id`` (as the file writes it: results carry it), ``bbox`` float32 (4,) [x, y, w, h]
+  clipped to the image, ``center`` / ``scale`` float32 (2,) (x, y) and (w, h) in pixels (padding
+  1.25 at ``aspect_ratio`` = w / h), ``keypoints`` float32 (K, 3) [x, y, v] in schema order
+  (:func:`annotation_keypoints`), ``image_size`` int32 (2,) (width, height).
 
   Skipped (or, with ``strict``, an error naming file and annotation id): crowd annotations, an
   unknown image id, a missing or corrupt image, keypoints of the wrong length, NaN or infinite
-  values, a box with zero area or outside the image, no labelled keypoint.
+  values, a box with zero area or outside the image, no labelled keypoint. Annotations of other
+  categories than the schema's (:func:`keypoint_categories`, kept in ``report.categories``) are
+  counted as ``other category`` in both modes; labelled points the schema has no place for are
+  counted per name in ``report.unplaced``.
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
   data = _load_json(annotations)
-  category_names = _category_names(data, annotations)
+  categories = keypoint_categories(data, skeleton, annotations)
   image_info = {}
   for img in data['images']:
     if not isinstance(img, dict) or 'id' not in img or 'file_name' not in img:
       raise DataError(f'{annotations}: not COCO format (an image entry without id/file_name: '
                       f'{img!r:.80})')
     image_info[img['id']] = img
-  report = SkipReport(source=annotations)
+  report = SkipReport(source=annotations, categories=categories)
   image_sizes: dict[Any, tuple[int, int] | str] = {}
   records = []
   for ann in data['annotations']:
+    ann_id = ann.get('id') if isinstance(ann, dict) else None
     try:
-      records.append(_record(ann, image_info, image_sizes, images, skeleton, category_names,
-                             aspect_ratio, check_images))
+      record, unplaced = _record(ann, image_info, image_sizes, images, skeleton, categories,
+                                 aspect_ratio, check_images)
     except _Skip as skip:
-      ann_id = ann.get('id') if isinstance(ann, dict) else None
-      if strict:
+      if strict and skip.bad_input:
         raise DataError(f'{annotations}: annotation {ann_id}: {skip.detail}') from None
       report.add(skip.reason, f'annotation {ann_id}: {skip.detail}')
+      continue
+    records.append(record)
+    for label in unplaced:
+      report.add_unplaced(label, f'annotation {ann_id}')
   report.kept = len(records)
   if not records:
     raise DataError(f'{annotations}: no usable person instance for schema {skeleton.name}'

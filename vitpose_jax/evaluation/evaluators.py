@@ -43,10 +43,18 @@ class LoadImage(grain.transforms.Map):
       return {**element, 'image': np.asarray(img.convert('RGB'))}
 
 
-def detection_records(detections: str, annotations: str, images: str, *,
-                      aspect_ratio: float = 0.75, score_threshold: float = 0.0):
-  """Person boxes from a COCO detection-results JSON as instance records (no keypoints), for the
-  images of the annotation file: the official pipeline's ``use_gt_bbox=False`` input."""
+def detection_records(detections: str, annotations: str, images: str,
+                      categories: coco.KeypointCategories, *, aspect_ratio: float = 0.75,
+                      score_threshold: float = 0.0) -> tuple[list[dict], coco.SkipReport]:
+  """Boxes from a COCO detection-results JSON as instance records (no keypoints), for the images
+  of the annotation file: the official pipeline's ``use_gt_bbox=False`` input; and the report of
+  the detections left out.
+
+  Only detections of the schema's keypoint ``categories`` (``read_coco``'s
+  ``report.categories``) are kept, each record carrying its ``category_id``; the others, and those
+  scoring below ``score_threshold``, are counted in the report. DataError when none is left,
+  saying why.
+  """
   try:
     with open(detections) as f:
       dets = json.load(f)
@@ -56,9 +64,15 @@ def detection_records(detections: str, annotations: str, images: str, *,
     raise DataError(f'cannot read detections {detections} with {annotations}: {e}') from None
   if not isinstance(dets, list):
     raise DataError(f'{detections}: not a COCO results list')
-  records = []
+  records, report = [], coco.SkipReport(source=detections)
   for i, det in enumerate(dets):
-    if det.get('category_id', 1) != 1 or det.get('score', 1.0) < score_threshold:
+    category = categories.of(det)
+    if category is None:
+      report.add('other category', f'detection {i}: {categories.refusal(det)} of {annotations}')
+      continue
+    if det.get('score', 1.0) < score_threshold:
+      report.add('below the score threshold',
+                 f'detection {i}: score {det.get("score")} < {score_threshold}')
       continue
     info = image_info.get(det.get('image_id'))
     box = det.get('bbox')
@@ -66,11 +80,13 @@ def detection_records(detections: str, annotations: str, images: str, *,
       raise DataError(f'{detections}: detection {i} has an unknown image_id or a bad bbox')
     center, scale = coco.box_to_center_scale(box, aspect_ratio)
     records.append({'image_path': os.path.join(images, info['file_name']),
-                    'image_id': int(info['id']), 'instance_id': i, 'bbox': np.float32(box),
+                    'image_id': int(info['id']), 'instance_id': i,
+                    'category_id': category.id, 'bbox': np.float32(box),
                     'center': center, 'scale': scale, 'box_score': np.float32(det.get('score', 1))})
+  report.kept = len(records)
   if not records:
-    raise DataError(f'{detections}: no person detection above score {score_threshold}')
-  return records
+    raise DataError(f'{detections}: no detection left to evaluate ({report.summary()})')
+  return records, report
 
 
 @register('keypoints')
@@ -83,9 +99,12 @@ class KeypointEvaluator:
     data: a data spec (DESIGN §3.4): ``dict(source='synthetic', population=, num=, seed=)``
       (its ``val`` split) or ``dict(source='coco', annotations=, images=)``.
     detections: optional COCO detection-results JSON: evaluate on these boxes, with OKS-NMS
-      (``nms_threshold``) and rescoring, as the official COCO numbers are.
+      (``nms_threshold``) and rescoring, as the official COCO numbers are. Only detections of
+      the categories holding the schema's keypoints are used; ``<task>/detections_skipped``
+      counts the rest and ``<task>/detections_report`` says which and why.
     batch_size: crops per forward pass.
-    results_out: optional path to write the predictions in COCO results format.
+    results_out: optional path to write the predictions in COCO results format, each with the
+      ``category_id`` of its instance (or detection) exactly as the data writes it.
   """
 
   def __init__(self, *, task: str, data: Mapping[str, Any], detections: str | None = None,
@@ -109,10 +128,11 @@ class KeypointEvaluator:
     skeleton: Skeleton = predictor.config.task(self.task).skeleton
     annotations, images = self._files()
     height, width = predictor.config.image_size
-    gt_records, _ = coco.read_coco(annotations, images, skeleton, aspect_ratio=width / height)
+    gt_records, gt_report = coco.read_coco(annotations, images, skeleton,
+                                           aspect_ratio=width / height)
     if self.detections:
-      records = detection_records(self.detections, annotations, images,
-                                  aspect_ratio=width / height)
+      records, det_report = detection_records(self.detections, annotations, images,
+                                              gt_report.categories, aspect_ratio=width / height)
       box_source = f'detections ({os.path.basename(self.detections)})'
     else:
       records = [{**r, 'box_score': np.float32(1.0)} for r in gt_records]
@@ -125,8 +145,11 @@ class KeypointEvaluator:
       kps = predictor.keypoints(self.task, batch['image'], batch['center'], batch['scale'],
                                 batch['rotation'])
       for i in range(valid):
+        # Records are batched in order; the category is taken from the record as the file wrote
+        # it (2, "1"), which a numpy batch would not keep.
         results.append({
-            'image_id': int(batch['image_id'][i]), 'category_id': 1,
+            'image_id': int(batch['image_id'][i]),
+            'category_id': records[len(results)]['category_id'],
             'instance_id': int(batch['instance_id'][i]),
             'keypoints': [round(float(v), 3) for v in kps[i].reshape(-1)],
             'score': float(batch['box_score'][i]),
@@ -145,6 +168,9 @@ class KeypointEvaluator:
       out.update(metrics.pck_metrics(gt_records, results, skeleton, prefix=prefix))
     out[f'{prefix}box_source'] = box_source
     out[f'{prefix}instances'] = len(results)
+    if self.detections:
+      out[f'{prefix}detections_skipped'] = det_report.skipped
+      out[f'{prefix}detections_report'] = det_report.summary()
     return out
 
 

@@ -5,6 +5,10 @@ Predictions are COCO results: a list of ``{'image_id', 'category_id', 'keypoints
 (optional, the GT annotation id when GT boxes were used)}`` with all K keypoints of the schema in
 schema order. Ground truth is a COCO-format file or dict in any layout
 :func:`vitpose_jax.data.coco.annotation_keypoints` reads (COCO-WholeBody split fields included).
+Only its categories holding the schema's keypoints are scored
+(:func:`vitpose_jax.data.coco.keypoint_categories`); a result's ``category_id`` must be one of
+them, exactly as the file writes it (``2``, ``"1"``), or absent when there is only one: any other
+is a ValueError naming the result, not a silent miss.
 Coordinates are pixels, x right, y down.
 
 Semantics follow mmpose (``mmpose/evaluation``) and the official ViTPose evaluation
@@ -27,7 +31,13 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vitpose_jax.data.coco import WHOLEBODY_FIELDS, annotation_keypoints, box_to_center_scale
+from vitpose_jax.data.coco import (
+    WHOLEBODY_FIELDS,
+    KeypointCategories,
+    annotation_keypoints,
+    box_to_center_scale,
+    keypoint_categories,
+)
 from vitpose_jax.skeletons import Skeleton
 
 # COCOeval.stats[0..9] for iouType 'keypoints'.
@@ -43,12 +53,14 @@ _BOX_TO_AREA = 0.53
 @dataclasses.dataclass
 class _GroundTruth:
   """GT assembled in schema order: ``annotations`` hold every field COCOeval reads except the
-  keypoints, which live in ``keypoints`` float64 (G, K, 3) [x, y, v] so parts slice them."""
+  keypoints, which live in ``keypoints`` float64 (G, K, 3) [x, y, v] so parts slice them. Only
+  the schema's keypoint categories (``keypoint_categories``) are kept."""
 
   images: list[dict[str, Any]]
   categories: list[dict[str, Any]]
   annotations: list[dict[str, Any]]
   keypoints: np.ndarray
+  keypoint_categories: KeypointCategories
 
 
 def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
@@ -58,13 +70,13 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
     source = os.fspath(gt)
     with open(source) as f:
       data = json.load(f)
-  categories = data.get('categories') or []
-  names = {c['id']: list(c['keypoints']) if c.get('keypoints') else None for c in categories}
-  if not categories:
-    categories = [{'id': i} for i in sorted({a.get('category_id', 1) for a in data['annotations']})]
+  categories = keypoint_categories(data, skeleton, source)
   k = skeleton.num_keypoints
   annotations, keypoints = [], []
   for ann in data['annotations']:
+    category = categories.of(ann)
+    if category is None:
+      continue  # another category's objects: the schema's keypoints are not theirs to score
     ann_id = ann.get('id')
     iscrowd = int(ann.get('iscrowd', 0))
     if iscrowd and not any(f in ann for f in WHOLEBODY_FIELDS.values()):
@@ -72,7 +84,7 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
       kpts = np.zeros((k, 3))
     else:
       try:
-        kpts = annotation_keypoints(ann, skeleton, names.get(ann.get('category_id')))
+        kpts = annotation_keypoints(ann, skeleton, category.keypoint_names)
       except ValueError as e:
         raise ValueError(f'{source}: annotation {ann_id}: {e}') from None
     bbox = [float(v) for v in np.asarray(ann.get('bbox', []), np.float64).reshape(-1)]
@@ -81,15 +93,15 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
                        '[x, y, w, h]')
     area = ann.get('area')
     annotations.append({
-        'id': ann_id, 'image_id': ann['image_id'], 'category_id': ann.get('category_id', 1),
+        'id': ann_id, 'image_id': ann['image_id'], 'category_id': category.id,
         'iscrowd': iscrowd, 'bbox': bbox,
         'area': float(area) if area is not None else _BOX_TO_AREA * bbox[2] * bbox[3],
     })
     keypoints.append(np.asarray(kpts, np.float64))
   images = [{'id': img['id']} for img in data['images']]
-  return _GroundTruth(images, [{'id': c['id'], 'name': c.get('name', str(c['id']))}
-                               for c in categories],
-                      annotations, np.asarray(keypoints, np.float64).reshape(-1, k, 3))
+  return _GroundTruth(images, [{'id': c.id, 'name': c.name} for c in categories.categories],
+                      annotations, np.asarray(keypoints, np.float64).reshape(-1, k, 3),
+                      categories)
 
 
 def _result_keypoints(results: Results, skeleton: Skeleton,
@@ -134,7 +146,7 @@ def _oks_stats(gt: _GroundTruth, results: Results, dt_keypoints: np.ndarray,
     # Area and box from the keypoint extent, as pycocotools' loadRes sets them for keypoint
     # results (a result's own 'bbox' would send loadRes down its box branch instead).
     dt_anns.append({'id': len(dt_anns) + 1, 'image_id': r['image_id'],
-                    'category_id': r.get('category_id', 1), 'keypoints': kpts.reshape(-1).tolist(),
+                    'category_id': r['category_id'], 'keypoints': kpts.reshape(-1).tolist(),
                     'score': float(r['score']), 'area': float((x1 - x0) * (y1 - y0)),
                     'bbox': [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
   # pycocotools reports progress on stdout; metrics are returned, not printed.
@@ -148,10 +160,24 @@ def _oks_stats(gt: _GroundTruth, results: Results, dt_keypoints: np.ndarray,
   return np.asarray(coco_eval.stats, np.float64)
 
 
-def _prepare(gt, results, skeleton) -> tuple[_GroundTruth, np.ndarray]:
+def _with_category(results: Results, categories: KeypointCategories) -> list[Mapping[str, Any]]:
+  """The results, each with the keypoint category it belongs to; ValueError for one of another
+  category, which COCOeval would silently score as a miss of every ground truth."""
+  out = []
+  for i, r in enumerate(results):
+    category = categories.of(r)
+    if category is None:
+      raise ValueError(f'result {i} (image {r.get("image_id")!r}): {categories.refusal(r)} of '
+                       f'{categories.source}, whose keypoints are scored')
+    out.append(dict(r, category_id=category.id))
+  return out
+
+
+def _prepare(gt, results, skeleton) -> tuple[_GroundTruth, list, np.ndarray]:
   truth = _ground_truth(gt, skeleton)
+  results = _with_category(results, truth.keypoint_categories)
   dt_keypoints = _result_keypoints(results, skeleton, {img['id'] for img in truth.images})
-  return truth, dt_keypoints
+  return truth, results, dt_keypoints
 
 
 def coco_keypoint_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton, *,
@@ -163,7 +189,7 @@ def coco_keypoint_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton,
   no instance with a labelled keypoint in that area range (COCOeval's convention). As xtcocotools
   (mmpose's evaluator), a result whose keypoint scores are all <= 0 is not scored.
   """
-  truth, dt_keypoints = _prepare(gt, results, skeleton)
+  truth, results, dt_keypoints = _prepare(gt, results, skeleton)
   stats = _oks_stats(truth, results, dt_keypoints, slice(None), skeleton.sigmas)
   return {prefix + name: float(v) for name, v in zip(STAT_NAMES, stats)}
 
@@ -179,7 +205,7 @@ def wholebody_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton, *,
   """
   if not skeleton.parts:
     raise ValueError(f'schema {skeleton.name} has no parts; use coco_keypoint_metrics')
-  truth, dt_keypoints = _prepare(gt, results, skeleton)
+  truth, results, dt_keypoints = _prepare(gt, results, skeleton)
   out = {}
   for part, start, stop in skeleton.parts:
     stats = _oks_stats(truth, results, dt_keypoints, slice(start, stop),

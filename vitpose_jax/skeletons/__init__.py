@@ -9,15 +9,20 @@
 from vitpose_jax.skeletons.registry import get, names, register
 from vitpose_jax.skeletons.schema import (
     SchemaError,
+    SchemaWarning,
     Skeleton,
     derive_flip_pairs,
     keypoint_mapping,
     load_skeleton_json,
     make_skeleton,
+    match_keypoint_names,
     skeleton_from_dict,
+    split_side,
+    unpaired_side_names,
 )
 
 __all__ = [
-    'SchemaError', 'Skeleton', 'derive_flip_pairs', 'get', 'keypoint_mapping',
-    'load_skeleton_json', 'make_skeleton', 'names', 'register', 'skeleton_from_dict',
+    'SchemaError', 'SchemaWarning', 'Skeleton', 'derive_flip_pairs', 'get', 'keypoint_mapping',
+    'load_skeleton_json', 'make_skeleton', 'match_keypoint_names', 'names', 'register',
+    'skeleton_from_dict', 'split_side', 'unpaired_side_names',
 ]

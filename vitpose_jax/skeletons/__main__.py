@@ -1,6 +1,8 @@
 """python -m vitpose_jax.skeletons [NAME] [--json]: list the schemas or show one.
 
-``--json`` prints the full record, the template for a user's own schema file.
+A schema is shown with its keypoints and its flip pairs by name (``left_eye/right_eye``), so a
+user schema's derived pairs can be checked before training; side-marked names left unpaired are
+listed. ``--json`` prints the full record, the template for a user's own schema file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ def _describe(s: skeletons.Skeleton) -> str:
       f'{len(s.links)} links',
       f'  keypoints: {", ".join(s.keypoints)}',
   ]
+  pairs = ', '.join(f'{s.keypoints[a]}/{s.keypoints[b]}' for a, b in s.flip_pairs)
+  lines.append(f'  flip pairs: {pairs or "none"}')
+  unpaired = skeletons.unpaired_side_names(s.keypoints, s.flip_pairs)
+  if unpaired:
+    lines.append(f'  side-marked but unpaired (a flip keeps their labels): {", ".join(unpaired)}')
   if s.parts:
     lines.append('  parts: ' + ', '.join(f'{p} [{a}:{b}]' for p, a, b in s.parts))
   if s.head_segment:

@@ -7,7 +7,7 @@ dataset's own names are kept in ``source_names``.
 
 from __future__ import annotations
 
-from vitpose_jax.skeletons.schema import Skeleton, make_skeleton
+from vitpose_jax.skeletons.schema import CENTRE_COLOR, Skeleton, make_skeleton
 
 COCO17_KEYPOINTS = (
     'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
@@ -218,6 +218,9 @@ def aggpose21() -> Skeleton:
       'M1', 'M2', 'M3')
   return make_skeleton(
       'aggpose21', names, (0.05,) * 21, flip_pairs=[(i, i + 9) for i in range(9)],
+      # Drawn in the centre colour, as before side initials (R1, L1) were read from names: a
+      # run's model.json holds its schema's colours, and a changed built-in would differ from it.
+      keypoint_colors=(CENTRE_COLOR,) * 21,
       upper_body_ids=list(range(21)), lower_body_ids=[],
       sigma_note='AggPose infant keypoints; no published sigmas, 0.05 for every keypoint.',
   )

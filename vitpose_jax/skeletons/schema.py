@@ -13,9 +13,12 @@ is what augmentation and flip testing apply.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
+import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,63 +41,88 @@ class SchemaError(ValueError):
   """A skeleton schema is malformed. The message names the schema and the problem."""
 
 
-def _tokens(name: str) -> list[str]:
-  return name.lower().replace('-', '_').split('_')
+class SchemaWarning(UserWarning):
+  """A schema that loads but probably does not do what its author meant; the message says why."""
 
 
-def _side(name: str) -> str | None:
-  tokens = _tokens(name)
-  if 'left' in tokens:
-    return 'left'
-  if 'right' in tokens:
-    return 'right'
-  return None
+# A name's words: runs of capitals before a capitalised word (the 'L' of 'LShoulder'), capitalised
+# or lower-case words (camelCase splits), digit runs, and runs of other letters (non-ASCII names).
+_WORD = re.compile(r'[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[^\W\d_]+')
+_SIDE_WORDS = {'left': 'left', 'l': 'left', 'right': 'right', 'r': 'right'}
 
 
-def mirror_name(name: str) -> str | None:
-  """The name of the mirrored keypoint (``left`` ↔ ``right`` as an ``_``-separated token)."""
-  parts = name.split('_')
-  for i, part in enumerate(parts):
-    low = part.lower()
-    if low in ('left', 'right'):
-      other = 'right' if low == 'left' else 'left'
-      if part.isupper():
-        other = other.upper()
-      elif part[:1].isupper():
-        other = other.capitalize()
-      return '_'.join(parts[:i] + [other] + parts[i + 1:])
-  return None
+def name_words(name: str) -> tuple[str, ...]:
+  """A keypoint name's words in lower case, split at spaces, punctuation, camelCase and digits.
+
+  ``'Right Shoulder'``, ``'Right-shoulder'``, ``'RightShoulder'`` and ``'right_shoulder'`` all give
+  ``('right', 'shoulder')``; ``'LShoulder'`` gives ``('l', 'shoulder')``, ``'face-0'`` ``('face',
+  '0')``.
+  """
+  return tuple(w.lower() for w in _WORD.findall(name))
+
+
+def split_side(name: str) -> tuple[str | None, tuple[str, ...]]:
+  """(side, the other words) of a keypoint name; side is ``'left'``, ``'right'`` or None.
+
+  The conventions in published schemas: a first or last word ``left``/``right`` or its initial
+  (``left_eye``, ``LShoulder``, ``l_shoulder``, ``shoulder_L``, ``LeftShoulder``, ``R_F_Paw``), or
+  the whole word anywhere (``face_left_cheek``). A single letter only counts at either end, where
+  these conventions put it, so ``l`` inside a name is left alone.
+  """
+  words = name_words(name)
+  for i in (0, len(words) - 1):
+    if words and words[i] in _SIDE_WORDS:
+      return _SIDE_WORDS[words[i]], words[:i] + words[i + 1:]
+  for i, w in enumerate(words):
+    if w in ('left', 'right'):
+      return w, words[:i] + words[i + 1:]
+  return None, words
 
 
 def derive_flip_pairs(keypoints: Sequence[str]) -> tuple[tuple[int, int], ...]:
-  """Index pairs (left, right) of keypoints whose names differ only by a left/right token."""
-  index = {n: i for i, n in enumerate(keypoints)}
-  pairs = []
+  """Index pairs (left, right) of keypoints whose names differ only by their side marker.
+
+  Sides as :func:`split_side` reads them, so ``left_eye``/``right_eye``, ``LEye``/``REye``,
+  ``l_eye``/``r_eye``, ``eye_L``/``eye_R`` and ``LeftEye``/``RightEye`` pair (and ``L_Eye`` with
+  ``right_eye``: the words decide, not the spelling). Pairs are in the order of their left names.
+  A side whose other words several names share (``LEye`` and ``l_eye``) is ambiguous and left
+  unpaired; :func:`unpaired_side_names` lists what stays unpaired.
+  """
+  by_key = collections.defaultdict(list)
   for i, name in enumerate(keypoints):
-    if _side(name) != 'left':
-      continue
-    j = index.get(mirror_name(name))
-    if j is not None:
-      pairs.append((i, j))
-  return tuple(pairs)
+    by_key[split_side(name)].append(i)
+  pairs = []
+  for (side, rest), lefts in by_key.items():
+    rights = by_key.get(('right', rest), [])
+    if side == 'left' and len(lefts) == 1 and len(rights) == 1:
+      pairs.append((lefts[0], rights[0]))
+  return tuple(sorted(pairs))
+
+
+def unpaired_side_names(keypoints: Sequence[str],
+                        flip_pairs: Iterable[tuple[int, int]]) -> tuple[str, ...]:
+  """The names that carry a side marker (:func:`split_side`) but are in no flip pair."""
+  paired = {i for pair in flip_pairs for i in pair}
+  return tuple(n for i, n in enumerate(keypoints)
+               if i not in paired and split_side(n)[0] is not None)
 
 
 def derive_body_split(keypoints: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(upper ids, lower ids) by name tokens: hips, legs, feet, wheels and tails are lower."""
-  lower = tuple(i for i, n in enumerate(keypoints) if _LOWER_BODY_TOKENS & set(_tokens(n)))
+  lower = tuple(i for i, n in enumerate(keypoints) if _LOWER_BODY_TOKENS & set(name_words(n)))
   upper = tuple(i for i in range(len(keypoints)) if i not in set(lower))
   return upper, lower
 
 
 def derive_keypoint_colors(keypoints: Sequence[str]) -> tuple[Color, ...]:
   side_color = {'left': LEFT_COLOR, 'right': RIGHT_COLOR, None: CENTRE_COLOR}
-  return tuple(side_color[_side(n)] for n in keypoints)
+  return tuple(side_color[split_side(n)[0]] for n in keypoints)
 
 
 def derive_link_colors(links: Sequence[tuple[str, str]]) -> tuple[Color, ...]:
   colors = []
   for a, b in links:
-    side = _side(a) if _side(a) == _side(b) else None
+    side = split_side(a)[0] if split_side(a)[0] == split_side(b)[0] else None
     colors.append({'left': LEFT_COLOR, 'right': RIGHT_COLOR, None: CENTRE_COLOR}[side])
   return tuple(colors)
 
@@ -262,8 +290,12 @@ def make_skeleton(
 ) -> Skeleton:
   """Builds a validated :class:`Skeleton`, deriving what the caller leaves out.
 
-  Flip pairs default to the left/right name pairs, joint weights to 1, the body split and colours
-  to name-based defaults. Keypoints may be referred to by index or by name anywhere.
+  Flip pairs default to the left/right name pairs (:func:`derive_flip_pairs`), with a
+  :class:`SchemaWarning` naming any side-marked keypoint left without a partner; explicit
+  ``flip_pairs`` are used exactly as given (a schema may pair across different indices on purpose,
+  as Goliath-308 pairs ``r_border_of_pupil_3`` with ``l_border_of_pupil_9``). Joint weights default
+  to 1, the body split and colours to name-based defaults. Keypoints may be referred to by index
+  or by name anywhere.
   """
   keypoints = tuple(keypoints)
   index = {n: i for i, n in enumerate(keypoints)}
@@ -323,7 +355,7 @@ def make_skeleton(
     if len(p) != 3:
       raise SchemaError(f'skeleton {name!r}: part {p!r} is not (name, start, stop)')
     part_tuples.append((str(p[0]), int(p[1]), int(p[2])))
-  return Skeleton(
+  skeleton = Skeleton(
       name=name,
       keypoints=keypoints,
       sigmas=tuple(float(s) for s in sigmas),
@@ -347,6 +379,16 @@ def make_skeleton(
       source_names=None if source_names is None else tuple(source_names),
       sigma_note=sigma_note,
   )
+  unpaired = unpaired_side_names(keypoints, flips) if flip_pairs is None else ()
+  if unpaired:
+    # A flip then mirrors these points' positions without swapping their labels, which corrupts
+    # every flipped training sample and the flip test; say so where the pairs are decided.
+    warnings.warn(
+        f'skeleton {name!r}: keypoint(s) {", ".join(map(repr, unpaired))} carry a left/right '
+        'marker but no other name mirrors them, so a horizontal flip keeps their labels; name '
+        'both sides alike (LEye/REye, l_eye/r_eye, eye_L/eye_R, left_eye/right_eye) or list '
+        'flip_pairs explicitly', SchemaWarning, stacklevel=2)
+  return skeleton
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Skeleton))
@@ -397,3 +439,62 @@ def keypoint_mapping(src: Skeleton, dst: Skeleton) -> tuple[tuple[int, int], ...
   """
   dst_index = {n: i for i, n in enumerate(dst.keypoints)}
   return tuple((i, dst_index[n]) for i, n in enumerate(src.keypoints) if n in dst_index)
+
+
+# Spellings of one point that differ by more than case, separators and side initials, as
+# split_side keys. Only names that mean the same point in every dataset that uses them belong here.
+_SYNONYMS = {
+    # CrowdPose's metadata says top_head (mmpose configs/_base_/datasets/crowdpose.py) where AIC,
+    # MPII and PoseTrack say head_top; mmpose's body8 configs map both onto Halpe's head.
+    (None, ('top', 'head')): (None, ('head', 'top')),
+}
+
+
+def match_keypoint_names(names: Sequence[str], skeleton: Skeleton) -> tuple[int | None, ...]:
+  """For each of a file's keypoint names, the index of the schema keypoint it names, or None.
+
+  A name matches a schema keypoint, or failing that its ``source_names`` entry:
+    1. exactly;
+    2. else by its words and side (:func:`split_side`), ignoring case, separators (space, ``-``,
+       ``_``) and camelCase, with a side initial read as the side: ``'Right Shoulder'``,
+       ``'Right-shoulder'``, ``'RShoulder'`` and ``'shoulder_R'`` match ``right_shoulder``,
+       ``'Head top'`` matches ``head_top``. A spelling that fits several keypoints matches none;
+    3. else through a synonym: ``top_head`` (CrowdPose) is ``head_top`` (AIC, MPII, PoseTrack).
+
+  Deliberately not synonyms, because datasets use them for different points: ``head`` (the head
+  top in CrowdPose and Halpe files, the skull's centre joint in SMPL/SMIL and so in
+  ``infant_smil25``) and ``head_top``; ``neck`` (the neck's base in SMPL/SMIL, MPII's thorax) and
+  ``upper_neck``; ``pelvis`` and ``mid_hip`` (mmpose's body8 configs map MPII's upper_neck and
+  head_top onto Halpe's neck and head but leave its pelvis off Halpe's hip). A file using one for
+  the other leaves those labels unmatched, and readers count and report them; a user schema whose
+  ``source_names`` spell the file's names places them.
+
+  Raises ValueError when two names match the same keypoint.
+  """
+  # The schema's own names before its source names, so that a spelling which fits one of each
+  # (infant_smil25: 'left-shoulder' is its left_shoulder, SMIL's 'leftShoulder' its left_collar)
+  # goes to the schema's.
+  tiers = []
+  for spellings in (skeleton.keypoints, skeleton.source_names or ()):
+    loose: dict[tuple, set[int]] = collections.defaultdict(set)
+    for i, n in enumerate(spellings):
+      loose[split_side(n)].add(i)
+    tiers.append(({n: i for i, n in enumerate(spellings)}, loose))
+  out = []
+  for name in names:
+    key = split_side(name)
+    keys = [k for k in (key, _SYNONYMS.get(key)) if k is not None and k[1]]
+    index = next((exact[name] for exact, _ in tiers if name in exact), None)
+    for k in keys:
+      for _, loose in tiers:
+        if index is None and len(loose.get(k, ())) == 1:
+          index = next(iter(loose[k]))
+    out.append(index)
+  claimed: dict[int, str] = {}
+  for name, index in zip(names, out):
+    if index is not None:
+      if index in claimed:
+        raise ValueError(f'keypoint names {claimed[index]!r} and {name!r} both match keypoint '
+                         f'{skeleton.keypoints[index]!r} of schema {skeleton.name}')
+      claimed[index] = name
+  return tuple(out)
