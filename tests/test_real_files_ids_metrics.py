@@ -230,13 +230,17 @@ def test_a_result_naming_an_image_the_ground_truth_lacks_is_an_error(tmp_path, c
   results = _results(data, perturb=False)
   results[3]['image_id'] = 'frame_9'
   status, err = _score_file(tmp_path, gt_path, results, capsys)
-  assert (status, err) == (2, "error: result 3: image_id 'frame_9' is not in the ground truth")
+  assert (status, err) == (
+      2, f"error: {tmp_path / 'dt.json'}: result 3: image_id 'frame_9' is not in the ground truth")
   # An id of the right value but the wrong type is named as such.
   gt_path, _ = _write(tmp_path, _canonical(), 'int_ids.json')
   results = _results(_canonical(), perturb=False)
   results[0]['image_id'] = '1'
   status, err = _score_file(tmp_path, gt_path, results, capsys)
   assert status == 2 and "image_id '1' is not in the ground truth (it has 1: " in err
+  results[0].update(image_id=1, score='high')
+  status, err = _score_file(tmp_path, gt_path, results, capsys)
+  assert err == f"error: {tmp_path / 'dt.json'}: result 0 (image 1): score 'high' is not a number"
 
 
 # --- Kind 6: metrics. ---

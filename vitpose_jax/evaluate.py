@@ -39,7 +39,10 @@ def _score_results(args) -> dict:
   if not isinstance(results, list):
     raise ValueError(f'{args.results}: not a COCO results list')
   scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics
-  out = scorer(args.gt, results, skeleton)
+  try:
+    out = scorer(args.gt, results, skeleton)
+  except metrics.ResultsError as e:
+    raise ValueError(f'{args.results}: {e}') from None
   out['box_source'] = 'as in the results file'
   return out
 

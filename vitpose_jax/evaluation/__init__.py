@@ -10,6 +10,7 @@ from vitpose_jax.evaluation.evaluators import (
 from vitpose_jax.evaluation.metrics import (
     COUNT_NAMES,
     STAT_NAMES,
+    ResultsError,
     coco_keypoint_metrics,
     nms_per_image,
     oks_nms,
@@ -22,7 +23,7 @@ from vitpose_jax.evaluation.metrics import (
 )
 
 __all__ = [
-    'COUNT_NAMES', 'EVALUATORS', 'KeypointEvaluator', 'STAT_NAMES', 'coco_keypoint_metrics',
-    'make_evaluator', 'nms_per_image', 'oks_nms', 'pck', 'pck_metrics', 'pckh', 'rescore',
-    'run_evaluators', 'scored_annotations', 'wholebody_metrics',
+    'COUNT_NAMES', 'EVALUATORS', 'KeypointEvaluator', 'ResultsError', 'STAT_NAMES',
+    'coco_keypoint_metrics', 'make_evaluator', 'nms_per_image', 'oks_nms', 'pck', 'pck_metrics',
+    'pckh', 'rescore', 'run_evaluators', 'scored_annotations', 'wholebody_metrics',
 ]

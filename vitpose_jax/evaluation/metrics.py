@@ -58,6 +58,12 @@ COUNT_NAMES = ('gt_instances', 'gt_area_estimated', 'gt_unknown_image', 'results
 # A COCO-format annotation file's path or its loaded dict; a list of COCO keypoint results.
 GroundTruth = str | os.PathLike[str] | Mapping[str, Any]
 Results = Sequence[Mapping[str, Any]]
+
+
+class ResultsError(ValueError):
+  """A result that cannot be scored; the message names it by position and image id."""
+
+
 # A GT without 'area' gets 0.53 x its box area, xtcocotools' stand-in (its use_area=False path,
 # which mmpose uses for datasets without segmentations).
 _BOX_TO_AREA = 0.53
@@ -150,14 +156,14 @@ def _result_keypoints(results: Results, skeleton: Skeleton) -> np.ndarray:
   out = np.zeros((len(results), k, 3))
   for i, r in enumerate(results):
     if not isinstance(r, Mapping) or 'keypoints' not in r:
-      raise ValueError(f'result {i} is not an object with keypoints: {r!r:.80}')
+      raise ResultsError(f'result {i} is not an object with keypoints: {r!r:.80}')
     try:
       values = np.asarray(r['keypoints'], np.float64).reshape(-1)
     except (TypeError, ValueError):
-      raise ValueError(f'result {i} (image {r.get("image_id")!r}): keypoints are not numbers: '
+      raise ResultsError(f'result {i} (image {r.get("image_id")!r}): keypoints are not numbers: '
                        f'{r["keypoints"]!r:.80}') from None
     if values.size != 3 * k:
-      raise ValueError(f'result {i} (image {r.get("image_id")!r}) holds {values.size} keypoint '
+      raise ResultsError(f'result {i} (image {r.get("image_id")!r}) holds {values.size} keypoint '
                        f'values, expected {3 * k} for schema {skeleton.name}')
     out[i] = values.reshape(k, 3)
   return out
@@ -170,7 +176,7 @@ def _result_scores(results: Results) -> np.ndarray:
     try:
       scores[i] = float(r['score'])
     except (KeyError, TypeError, ValueError):
-      raise ValueError(f'result {i} (image {r.get("image_id")!r}): score '
+      raise ResultsError(f'result {i} (image {r.get("image_id")!r}): score '
                        f'{r.get("score")!r:.40} is not a number') from None
   return scores
 
@@ -207,7 +213,7 @@ def _detections(truth: _GroundTruth, results: Results, skeleton: Skeleton) -> _D
       by_text = {str(k): k for k in truth.image_ids}
       hint = (f' (it has {by_text[str(r.get("image_id"))]!r}: ids must match in type too)'
               if str(r.get('image_id')) in by_text else '')
-      raise ValueError(f'result {i}: image_id {r.get("image_id")!r} is not in the ground '
+      raise ResultsError(f'result {i}: image_id {r.get("image_id")!r} is not in the ground '
                        f'truth{hint}')
     image_ids.append(truth.image_ids[r['image_id']])
   finite = np.isfinite(kpts).all(axis=(1, 2)) & np.isfinite(scores)
@@ -291,9 +297,9 @@ def coco_keypoint_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton,
   NaN or infinite keypoint value or score: not scored, so the person they were meant for counts
   as a miss).
 
-  Raises ValueError (its subclass DataError for ids) naming the file and the id, or the result:
-  an image or annotation id that appears twice, a result whose image_id is not in the GT, a
-  result without a numeric score or with the wrong number of keypoint values.
+  Raises DataError naming the file and the id for an image or annotation id that appears twice,
+  and ResultsError naming the result for a result whose image_id is not in the GT, or that lacks
+  a numeric score or holds the wrong number of keypoint values (both are ValueErrors).
   """
   truth, dets, counts = _prepare(gt, results, skeleton)
   stats = _oks_stats(truth, results, dets, slice(None), skeleton.sigmas)
