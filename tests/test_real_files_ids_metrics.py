@@ -306,6 +306,15 @@ def test_an_unusable_gt_area_is_estimated_and_counted(area, tmp_path, capsys):
   assert got == dict(want, gt_area_estimated=1, box_source='as in the results file')
 
 
+def test_an_annotation_of_an_unlisted_image_is_counted_not_scored():
+  data = _canonical()
+  results = _results(data, perturb=True)
+  want = evaluation.coco_keypoint_metrics(data, results, COCO17)
+  data['annotations'].append(dict(data['annotations'][0], id=99, image_id=7))
+  got = evaluation.coco_keypoint_metrics(data, results, COCO17)
+  assert got == dict(want, gt_unknown_image=1)  # as COCOeval, which only visits listed images
+
+
 def test_mean_ap_leaves_out_tasks_without_ground_truth(monkeypatch):
   class Fixed:
     def __init__(self, task, ap):
