@@ -181,17 +181,18 @@ def test_packing_round_trips_through_tfds_array_record(tmp_path):
   assert '1 no labelled keypoints' in packed.skip_report()
   source = packed.source('train')
   assert len(source) == 2
-  by_id = {int(source[i]['instance_id']): source[i] for i in range(len(source))}
+  # Records are stored under their positions in the file (annotations 0 and 1 are kept).
+  by_index = {int(source[i]['annotation_index']): source[i] for i in range(len(source))}
   records, _ = coco.read_coco(path, img_dir, COCO17)
   for r in records:
-    got = by_id[r['instance_id']]
-    for key in ('bbox', 'center', 'scale', 'keypoints', 'image_size'):
+    got = by_index[r['annotation_index']]
+    for key in ('image_index', 'bbox', 'center', 'scale', 'keypoints', 'image_size'):
       np.testing.assert_array_equal(got[key], r[key])
   # Decoded straight to PIL (the crop warps it as it is), with the files' pixels.
-  assert all(by_id[i]['image'].mode == 'RGB' for i in by_id)
-  np.testing.assert_array_equal(np.asarray(by_id[1]['image']),
+  assert all(by_index[i]['image'].mode == 'RGB' for i in by_index)
+  np.testing.assert_array_equal(np.asarray(by_index[0]['image']),
                                 np.asarray(Image.open(f'{img_dir}/a.png')))
-  grey = np.asarray(by_id[2]['image'])
+  grey = np.asarray(by_index[1]['image'])
   assert grey.shape == (40, 48, 3) and (grey == 77).all()
   # Second use finds the cache; a changed annotation file is packed anew.
   assert packing.packed_coco(path, img_dir, COCO17, cache_dir=str(cache)).path == packed.path

@@ -79,9 +79,12 @@ def test_perfect_predictions_give_ap_1(gt_files, population, schema):
                     'keypoints': kpts.reshape(-1).tolist(), 'score': 1.0})
   metrics = evaluation.coco_keypoint_metrics(gt_files[population], results, skeleton,
                                              prefix='t/')
-  assert set(metrics) == {'t/' + n for n in evaluation.STAT_NAMES}
+  assert set(metrics) == {'t/' + n for n in evaluation.STAT_NAMES + evaluation.COUNT_NAMES}
   assert metrics['t/AP'] == 1.0 and metrics['t/AP50'] == 1.0 and metrics['t/AP75'] == 1.0
   assert metrics['t/AR'] == 1.0
+  labelled = [a for a in data['annotations'] if a['num_keypoints'] > 0]
+  assert metrics['t/gt_instances'] == len(labelled) > 0
+  assert metrics['t/gt_area_estimated'] == metrics['t/results_non_finite'] == 0
 
 
 @pytest.mark.parametrize('population,schema', [('adult', 'coco17'), ('infant', 'infant_smil25')])

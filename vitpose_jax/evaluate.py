@@ -9,6 +9,12 @@
 Ground-truth boxes by default; ``--detections`` evaluates on detector boxes with OKS-NMS and
 rescoring as the official COCO numbers do. The box source is part of the output. Schemas with
 parts (COCO-WholeBody) are scored per part too.
+
+Image and annotation ids may be any JSON scalar; a results file names images by the ground
+truth's own ids. The output holds the counts behind the numbers: GT instances scored, GT areas
+estimated, results not scored for non-finite values, and for a run the instances its loader or
+the detections file skipped (:mod:`vitpose_jax.evaluation.metrics` says what each means). A
+repeated id, or a result naming an image the ground truth lacks, is a one-line error.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ def _score_results(args) -> dict:
   if not isinstance(results, list):
     raise ValueError(f'{args.results}: not a COCO results list')
   scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics
-  out = scorer(args.gt, results, skeleton)
+  try:
+    out = scorer(args.gt, results, skeleton)
+  except metrics.ResultsError as e:
+    raise ValueError(f'{args.results}: {e}') from None
   out['box_source'] = 'as in the results file'
   return out
 

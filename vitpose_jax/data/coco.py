@@ -18,7 +18,13 @@ lacks is counted and reported, never dropped silently.
 Coordinates: pixels, x right, y down, integer values at pixel centres (COCO's convention).
 Bad input is either an error naming the file and the annotation id (``strict=True``) or a
 counted skip, reported once per dataset (default). A file that is not COCO format, or that has no
-category with the schema's keypoints, is always an error: there is nothing to skip to.
+category with the schema's keypoints, is always an error: there is nothing to skip to; so is an
+image or annotation id that appears twice.
+
+Ids: image and annotation ids may be any JSON scalar (int, including 0 and negative values, or
+str such as ``"frame_0001"``). Records carry them unchanged for results and messages, and carry
+their positions in the file (``image_index``, ``annotation_index``) for everything that needs an
+integer.
 """
 
 from __future__ import annotations
@@ -171,6 +177,43 @@ def _load_json(path: str) -> dict[str, Any]:
   if missing:
     raise DataError(f'{path}: not COCO format (no {" or ".join(repr(k) for k in missing)} list)')
   return data
+
+
+def _is_id(value: Any) -> bool:
+  """Whether ``value`` can be an image or annotation id: a JSON scalar other than null."""
+  return isinstance(value, (int, float, str))
+
+
+def image_indices(images: Sequence[Any], path: str) -> dict[Any, int]:
+  """Each image id of a COCO ``images`` list → the image's position in the list (0-based).
+
+  DataError naming the file: an entry that is not an object with a JSON-scalar ``id``, or an id
+  that appears twice (two files merged without renumbering: their annotations would be cropped
+  from whichever image came last).
+  """
+  index: dict[Any, int] = {}
+  for i, img in enumerate(images):
+    if not isinstance(img, dict) or not _is_id(img.get('id')):
+      raise DataError(f'{path}: not COCO format (images[{i}] has no int or str id: {img!r:.80})')
+    first = index.setdefault(img['id'], i)
+    if first != i:
+      raise DataError(f'{path}: image id {img["id"]!r} appears twice (images[{first}] and '
+                      f'images[{i}]); image ids must be unique')
+  return index
+
+
+def check_annotation_ids(annotations: Sequence[Any], path: str) -> None:
+  """DataError naming the file and the id when two annotations share an id: results and
+  evaluation pair predictions with annotations by id, so one of the two would be lost.
+  Annotations without a usable id are left to the reader, which skips them."""
+  first: dict[Any, int] = {}
+  for i, ann in enumerate(annotations):
+    if not isinstance(ann, dict) or not _is_id(ann.get('id')):
+      continue
+    j = first.setdefault(ann['id'], i)
+    if j != i:
+      raise DataError(f'{path}: annotation id {ann["id"]!r} appears twice (annotations[{j}] and '
+                      f'annotations[{i}]); annotation ids must be unique')
 
 
 @functools.cache
@@ -477,18 +520,19 @@ class _Skip(Exception):
 def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_ratio,
             check_images) -> tuple[dict[str, Any], list[str]]:
   """The record of one annotation and the labels of its points the schema has no place for, or
-  _Skip saying why there is none."""
-  if not isinstance(ann, dict) or 'image_id' not in ann or 'id' not in ann:
-    raise _Skip('malformed', f'not an object with id and image_id: {ann!r:.60}')
+  _Skip saying why there is none. ``image_info``: image id → (position in the file, image
+  entry)."""
+  if not isinstance(ann, dict) or not (_is_id(ann.get('image_id')) and _is_id(ann.get('id'))):
+    raise _Skip('malformed', f'not an object with an int or str id and image_id: {ann!r:.60}')
   category = categories.of(ann)
   if category is None:
     raise _Skip('other category', f'{categories.refusal(ann)}, whose keypoints schema '
                 f'{skeleton.name} reads', False)
   if ann.get('iscrowd', 0):
     raise _Skip('crowd', 'iscrowd=1 (crowd regions hold no single person)')
-  info = image_info.get(ann['image_id'])
-  if info is None:
-    raise _Skip('unknown image', f'image_id {ann["image_id"]} is not in "images"')
+  if ann['image_id'] not in image_info:
+    raise _Skip('unknown image', f'image_id {ann["image_id"]!r} is not in "images"')
+  image_index, info = image_info[ann['image_id']]
   image_path = os.path.join(images, info['file_name'])
   if info['id'] not in image_sizes:
     if check_images:
@@ -524,8 +568,9 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
   center, scale = box_to_center_scale(clipped, aspect_ratio)
   return {
       'image_path': image_path,
-      'image_id': int(info['id']),
-      'instance_id': int(ann['id']),
+      'image_id': info['id'],
+      'instance_id': ann['id'],
+      'image_index': image_index,
       'category_id': category.id,
       'bbox': clipped,
       'center': center,
@@ -546,32 +591,36 @@ def read_coco(
 ) -> tuple[list[dict[str, Any]], SkipReport]:
   """One record per usable person instance, and the report of what was skipped.
 
-  Record: ``image_path`` (str), ``image_id``, ``instance_id`` (the annotation id),
-  ``category_id`` (as the file writes it: results carry it), ``bbox`` float32 (4,) [x, y, w, h]
-  clipped to the image, ``center`` / ``scale`` float32 (2,) (x, y) and (w, h) in pixels (padding
-  1.25 at ``aspect_ratio`` = w / h), ``keypoints`` float32 (K, 3) [x, y, v] in schema order
-  (:func:`annotation_keypoints`), ``image_size`` int32 (2,) (width, height).
+  Record: ``image_path`` (str), ``image_id`` and ``instance_id`` (the file's image and
+  annotation ids as they are: int or str), ``image_index`` and ``annotation_index`` (int: their
+  positions in the file's ``images`` and ``annotations``), ``category_id`` (as the file writes
+  it: results carry it), ``bbox`` float32 (4,) [x, y, w, h] clipped to the image, ``center`` /
+  ``scale`` float32 (2,) (x, y) and (w, h) in pixels (padding 1.25 at ``aspect_ratio`` = w / h),
+  ``keypoints`` float32 (K, 3) [x, y, v] in schema order (:func:`annotation_keypoints`),
+  ``image_size`` int32 (2,) (width, height).
 
   Skipped (or, with ``strict``, an error naming file and annotation id): crowd annotations, an
-  unknown image id, a missing or corrupt image, keypoints of the wrong length, NaN or infinite
-  values, a box with zero area or outside the image, no labelled keypoint. Annotations of other
-  categories than the schema's (:func:`keypoint_categories`, kept in ``report.categories``) are
-  counted as ``other category`` in both modes; labelled points the schema has no place for are
-  counted per name in ``report.unplaced``.
+  annotation without an int or str id or image_id, an unknown image id, a missing or corrupt
+  image, keypoints of the wrong length, NaN or infinite values, a box with zero area or outside
+  the image, no labelled keypoint. Annotations of other categories than the schema's
+  (:func:`keypoint_categories`, kept in ``report.categories``) are counted as ``other category``
+  in both modes; labelled points the schema has no place for are counted per name in
+  ``report.unplaced``. Always a DataError naming the file and the id: an image id or an
+  annotation id that appears twice.
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
   data = _load_json(annotations)
   categories = keypoint_categories(data, skeleton, annotations)
   image_info = {}
-  for img in data['images']:
-    if not isinstance(img, dict) or 'id' not in img or 'file_name' not in img:
-      raise DataError(f'{annotations}: not COCO format (an image entry without id/file_name: '
-                      f'{img!r:.80})')
-    image_info[img['id']] = img
+  for image_id, i in image_indices(data['images'], annotations).items():
+    if 'file_name' not in data['images'][i]:
+      raise DataError(f'{annotations}: not COCO format (image {image_id!r} has no file_name)')
+    image_info[image_id] = (i, data['images'][i])
+  check_annotation_ids(data['annotations'], annotations)
   report = SkipReport(source=annotations, categories=categories)
   image_sizes: dict[Any, tuple[int, int] | str] = {}
   records = []
-  for ann in data['annotations']:
+  for i, ann in enumerate(data['annotations']):
     ann_id = ann.get('id') if isinstance(ann, dict) else None
     try:
       record, unplaced = _record(ann, image_info, image_sizes, images, skeleton, categories,
@@ -581,7 +630,7 @@ def read_coco(
         raise DataError(f'{annotations}: annotation {ann_id}: {skip.detail}') from None
       report.add(skip.reason, f'annotation {ann_id}: {skip.detail}')
       continue
-    records.append(record)
+    records.append({**record, 'annotation_index': i})
     for label in unplaced:
       report.add_unplaced(label, f'annotation {ann_id}')
   report.kept = len(records)

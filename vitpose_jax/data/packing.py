@@ -31,7 +31,9 @@ from vitpose_jax.data.coco import DataError, SkipReport, read_coco
 from vitpose_jax.skeletons import Skeleton
 
 # Bump when the packed layout or the record semantics change: it enters every cache key.
-PACK_VERSION = 1
+# 2: records hold the image's and annotation's positions in the file, not their ids (ids may be
+# strings, and positions are unique where a file's ids need not be).
+PACK_VERSION = 2
 _BUILDER_NAME = 'pose_instances'
 
 
@@ -58,8 +60,8 @@ def _features(num_keypoints: int):
   tensor = tfds.features.Tensor
   return tfds.features.FeaturesDict({
       'image': tfds.features.Image(shape=(None, None, 3)),
-      'image_id': np.int64,
-      'instance_id': np.int64,
+      'image_index': np.int64,
+      'annotation_index': np.int64,
       'bbox': tensor(shape=(4,), dtype=np.float32),
       'center': tensor(shape=(2,), dtype=np.float32),
       'scale': tensor(shape=(2,), dtype=np.float32),
@@ -104,16 +106,19 @@ def _builder_class():
 
     def _generate_examples(self, records):
       for r in records:
-        example = {k: r[k] for k in ('image_id', 'instance_id', 'bbox', 'center', 'scale',
-                                     'keypoints', 'image_size')}
+        example = {k: r[k] for k in ('image_index', 'annotation_index', 'bbox', 'center',
+                                     'scale', 'keypoints', 'image_size')}
         example['image'] = _image_bytes(r['image_path'])
-        yield r['instance_id'], example
+        yield r['annotation_index'], example
 
   return PoseInstances
 
 
 class DecodedSource:
-  """Random access to a packed split: instance dicts whose ``image`` is a decoded RGB PIL image.
+  """Random access to a packed split: instance dicts whose ``image`` is a decoded RGB PIL image,
+  with ``image_index`` and ``annotation_index`` (int64: positions in the annotation file's
+  ``images`` and ``annotations``, which lead back to the file's own ids) and the geometry and
+  keypoints of :func:`vitpose_jax.data.coco.read_coco`'s records.
 
   PIL rather than numpy: the crop warps it in PIL, and the round trip through an (H, W, 3) array
   would copy every pixel twice more than decoding itself writes them.

@@ -8,7 +8,9 @@ from vitpose_jax.evaluation.evaluators import (
     run_evaluators,
 )
 from vitpose_jax.evaluation.metrics import (
+    COUNT_NAMES,
     STAT_NAMES,
+    ResultsError,
     coco_keypoint_metrics,
     nms_per_image,
     oks_nms,
@@ -16,11 +18,12 @@ from vitpose_jax.evaluation.metrics import (
     pck_metrics,
     pckh,
     rescore,
+    scored_annotations,
     wholebody_metrics,
 )
 
 __all__ = [
-    'EVALUATORS', 'KeypointEvaluator', 'STAT_NAMES', 'coco_keypoint_metrics', 'make_evaluator',
-    'nms_per_image', 'oks_nms', 'pck', 'pck_metrics', 'pckh', 'rescore', 'run_evaluators',
-    'wholebody_metrics',
+    'COUNT_NAMES', 'EVALUATORS', 'KeypointEvaluator', 'ResultsError', 'STAT_NAMES',
+    'coco_keypoint_metrics', 'make_evaluator', 'nms_per_image', 'oks_nms', 'pck', 'pck_metrics',
+    'pckh', 'rescore', 'run_evaluators', 'scored_annotations', 'wholebody_metrics',
 ]

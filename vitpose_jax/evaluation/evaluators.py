@@ -12,6 +12,7 @@ returns flat metrics named as DESIGN §3.5 (``<task>/AP``, ``<task>/PCK@0.2``, .
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -43,44 +44,70 @@ class LoadImage(grain.transforms.Map):
       return {**element, 'image': np.asarray(img.convert('RGB'))}
 
 
+def _number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+
 def detection_records(detections: str, annotations: str, images: str,
                       categories: coco.KeypointCategories, *, aspect_ratio: float = 0.75,
-                      score_threshold: float = 0.0) -> tuple[list[dict], coco.SkipReport]:
+                      score_threshold: float = 0.0
+                      ) -> tuple[list[dict[str, Any]], coco.SkipReport]:
   """Boxes from a COCO detection-results JSON as instance records (no keypoints), for the images
   of the annotation file: the official pipeline's ``use_gt_bbox=False`` input; and the report of
   the detections left out.
 
+  Records: ``image_path``, ``image_id`` (the annotation file's own id), ``instance_id`` (the
+  detection's position in the file), ``category_id`` (as the file writes it), ``bbox`` float32
+  (4,) [x, y, w, h] pixels, ``center`` / ``scale`` (2,) as
+  :func:`vitpose_jax.data.coco.box_to_center_scale`, ``box_score``.
+
   Only detections of the schema's keypoint ``categories`` (``read_coco``'s
-  ``report.categories``) are kept, each record carrying its ``category_id``; the others, and those
-  scoring below ``score_threshold``, are counted in the report. DataError when none is left,
-  saying why.
+  ``report.categories``) are kept. The others, those scoring below ``score_threshold``, and
+  those that name an image the annotation file lacks, whose box is not a finite [x, y, w, h]
+  with w, h > 0 or whose score is not a finite number, are skipped and counted in the report
+  with their values: one bad line of a detector's output does not void the rest. DataError: an
+  unreadable file, a repeated image id, or no detection left, saying why.
   """
   try:
     with open(detections) as f:
       dets = json.load(f)
     with open(annotations) as f:
-      image_info = {img['id']: img for img in json.load(f)['images']}
+      image_list = json.load(f)['images']
   except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
     raise DataError(f'cannot read detections {detections} with {annotations}: {e}') from None
   if not isinstance(dets, list):
     raise DataError(f'{detections}: not a COCO results list')
+  image_info = {image_id: image_list[i]
+                for image_id, i in coco.image_indices(image_list, annotations).items()}
   records, report = [], coco.SkipReport(source=detections)
   for i, det in enumerate(dets):
+    if not isinstance(det, dict):
+      report.add('malformed', f'detection {i}: {det!r:.60} is not an object')
+      continue
     category = categories.of(det)
     if category is None:
       report.add('other category', f'detection {i}: {categories.refusal(det)} of {annotations}')
+      continue
+    if not _number(det.get('score', 1.0)):
+      report.add('bad score', f'detection {i}: score {det.get("score")!r:.40}')
       continue
     if det.get('score', 1.0) < score_threshold:
       report.add('below the score threshold',
                  f'detection {i}: score {det.get("score")} < {score_threshold}')
       continue
-    info = image_info.get(det.get('image_id'))
-    box = det.get('bbox')
-    if info is None or not (isinstance(box, list) and len(box) == 4 and box[2] > 0 and box[3] > 0):
-      raise DataError(f'{detections}: detection {i} has an unknown image_id or a bad bbox')
+    image_id, box = det.get('image_id'), det.get('bbox')
+    if not isinstance(image_id, (int, float, str)) or image_id not in image_info:
+      report.add('unknown image',
+                 f'detection {i}: image_id {image_id!r:.40} is not in {annotations}')
+      continue
+    if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)
+            and box[2] > 0 and box[3] > 0):
+      report.add('bad bbox', f'detection {i}: bbox {box!r:.60} is not [x, y, w, h] with w, h > 0')
+      continue
+    info = image_info[image_id]
     center, scale = coco.box_to_center_scale(box, aspect_ratio)
     records.append({'image_path': os.path.join(images, info['file_name']),
-                    'image_id': int(info['id']), 'instance_id': i,
+                    'image_id': info['id'], 'instance_id': i,
                     'category_id': category.id, 'bbox': np.float32(box),
                     'center': center, 'scale': scale, 'box_score': np.float32(det.get('score', 1))})
   report.kept = len(records)
@@ -125,34 +152,53 @@ class KeypointEvaluator:
     raise DataError(f"evaluator {self.task!r}: data source {kind!r} is not 'synthetic' or 'coco'")
 
   def run(self, predictor) -> dict[str, Any]:
+    """The task's metrics, prefixed ``<task>/``: those of the scorer (COCO AP/AR and their
+    counts; per part for schemas with parts), PCK on ground-truth boxes, ``box_source``,
+    ``instances`` (predictions scored), ``gt_missed_by_loader`` (ground-truth instances the
+    loader skipped, e.g. for a missing image, that the AP still scores: each is a miss), with
+    detections ``detections_skipped`` and ``detections_report`` (the detections file's
+    :class:`~vitpose_jax.data.coco.SkipReport` summary), and ``skipped``, one line naming what
+    the loader or the detections file skipped and why, when anything was (also logged)."""
     skeleton: Skeleton = predictor.config.task(self.task).skeleton
     annotations, images = self._files()
     height, width = predictor.config.image_size
-    gt_records, gt_report = coco.read_coco(annotations, images, skeleton,
-                                           aspect_ratio=width / height)
+    gt_records, loader = coco.read_coco(annotations, images, skeleton, aspect_ratio=width / height)
+    prefix = f'{self.task}/'
+    out: dict[str, Any] = {}
+    skipped = []
     if self.detections:
-      records, det_report = detection_records(self.detections, annotations, images,
-                                              gt_report.categories, aspect_ratio=width / height)
+      records, detector = detection_records(self.detections, annotations, images,
+                                            loader.categories, aspect_ratio=width / height)
       box_source = f'detections ({os.path.basename(self.detections)})'
+      out[f'{prefix}detections_skipped'] = detector.skipped
+      out[f'{prefix}detections_report'] = detector.summary()
+      if detector.skipped:
+        skipped.append(detector.summary())
     else:
       records = [{**r, 'box_score': np.float32(1.0)} for r in gt_records]
       box_source = 'ground truth'
-    for r in records:
-      r.setdefault('keypoints', np.zeros((skeleton.num_keypoints, 3), np.float32))
+      kept = {r['annotation_index'] for r in gt_records}
+      missed = [p for p in metrics.scored_annotations(annotations, skeleton) if p not in kept]
+      out[f'{prefix}gt_missed_by_loader'] = len(missed)
+      if loader.skipped:
+        skipped.append(loader.summary())
+    # The pipeline sees numbers only: ids may be strings and category ids are kept as the file
+    # writes them (2, "1"), so the results take them from `records` by position.
+    inputs = [{'image_path': r['image_path'], 'center': r['center'], 'scale': r['scale'],
+               'keypoints': r.get('keypoints', np.zeros((skeleton.num_keypoints, 3), np.float32)),
+               'index': np.int64(i)} for i, r in enumerate(records)]
     steps = [LoadImage(), *transforms.eval_transforms(skeleton, predictor.config.image_size)]
     results = []
-    for batch, valid in pipeline.eval_batches(records, steps, self.batch_size):
+    for batch, valid in pipeline.eval_batches(inputs, steps, self.batch_size):
       kps = predictor.keypoints(self.task, batch['image'], batch['center'], batch['scale'],
                                 batch['rotation'])
       for i in range(valid):
-        # Records are batched in order; the category is taken from the record as the file wrote
-        # it (2, "1"), which a numpy batch would not keep.
+        record = records[int(batch['index'][i])]
         results.append({
-            'image_id': int(batch['image_id'][i]),
-            'category_id': records[len(results)]['category_id'],
-            'instance_id': int(batch['instance_id'][i]),
+            'image_id': record['image_id'], 'category_id': record['category_id'],
+            'instance_id': record['instance_id'],
             'keypoints': [round(float(v), 3) for v in kps[i].reshape(-1)],
-            'score': float(batch['box_score'][i]),
+            'score': float(record['box_score']),
         })
     results = metrics.rescore(results)
     if self.detections:
@@ -161,16 +207,15 @@ class KeypointEvaluator:
     if self.results_out:
       with open(self.results_out, 'w') as f:
         json.dump(results, f)
-    prefix = f'{self.task}/'
     scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics
-    out: dict[str, Any] = scorer(annotations, results, skeleton, prefix=prefix)
+    out.update(scorer(annotations, results, skeleton, prefix=prefix))
     if not self.detections:
       out.update(metrics.pck_metrics(gt_records, results, skeleton, prefix=prefix))
     out[f'{prefix}box_source'] = box_source
     out[f'{prefix}instances'] = len(results)
-    if self.detections:
-      out[f'{prefix}detections_skipped'] = det_report.skipped
-      out[f'{prefix}detections_report'] = det_report.summary()
+    if skipped:
+      out[f'{prefix}skipped'] = '; '.join(skipped)
+      logging.warning('%s: %s', self.task, out[f'{prefix}skipped'])
     return out
 
 
@@ -185,7 +230,11 @@ def make_evaluator(config: Mapping[str, Any], **defaults):
 
 
 def run_evaluators(evals: Mapping[str, Mapping[str, Any]], predictor, **defaults):
-  """Runs every configured evaluator; adds ``mean/AP`` over the tasks' ``<task>/AP``."""
+  """Runs every configured evaluator; adds ``mean/AP``, the mean of the tasks' ``<task>/AP``.
+
+  A task whose AP is -1 (COCOeval's "no ground truth to score") has no AP to average: it is left
+  out and named in ``mean/excluded``. When no task has an AP >= 0, ``mean/AP`` is -1 too.
+  """
   out: dict[str, Any] = {}
   for name, config in evals.items():
     try:
@@ -193,7 +242,12 @@ def run_evaluators(evals: Mapping[str, Mapping[str, Any]], predictor, **defaults
     except (TypeError, ValueError) as e:
       raise ValueError(f'evals.{name}: {e}') from None
     out.update(evaluator.run(predictor))
-  aps = [v for k, v in out.items() if k.endswith('/AP') and k.count('/') == 1]
+  aps = {k[:-len('/AP')]: v for k, v in out.items() if k.endswith('/AP') and k.count('/') == 1}
   if aps:
-    out['mean/AP'] = float(np.mean(aps))
+    scored = [v for v in aps.values() if v >= 0]
+    out['mean/AP'] = float(np.mean(scored)) if scored else -1.0
+    excluded = sorted(task for task, v in aps.items() if v < 0)
+    if excluded:
+      out['mean/excluded'] = f'{", ".join(excluded)} (AP -1: no ground truth to score)'
+      logging.warning('mean/AP leaves out %s', out['mean/excluded'])
   return out
