@@ -7,7 +7,8 @@ JointsMSE is averaged over that task's own samples, then weighted by its ``loss_
 
 The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax: ``model``,
 ``opt_state``, ``train`` (step, rng) and ``data`` (the grain iterator state) per step),
-metrics.json, TensorBoard events, plots/. Re-running on the same workdir resumes.
+metrics.json, evals.jsonl (one line per evaluation: step, samples seen and the metrics), TensorBoard
+events, plots/. Re-running on the same workdir resumes.
 """
 
 from __future__ import annotations
