@@ -5,11 +5,12 @@
     python -m vitpose_jax.predict --workdir RUN --task coco --pixels x.npy --heatmaps-out h.npy
 
 The image is read by :func:`vitpose_jax.data.images.read_image`, as training and evaluation read
-theirs: boxes and keypoints are in its upright pixels (EXIF orientation applied). The first form crops each box (the whole image when no boxes are given) as the evaluation
-pipeline does (box padded ×1.25 at the model's aspect, UDP affine crop; the model applies the
-ImageNet normalisation), runs the model with flip testing, decodes the heatmaps with DARK-UDP and
-maps the keypoints back to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of
-objects with ``bbox`` and optionally ``score`` (COCO detection results for this image).
+theirs: boxes and keypoints are in its upright pixels (EXIF orientation applied). The first form
+crops each box (the whole image when no boxes are given) as the evaluation pipeline does (box
+padded ×1.25 at the model's aspect, UDP affine crop; the model applies the ImageNet
+normalisation), runs the model with flip testing, decodes the heatmaps with DARK-UDP and maps the
+keypoints back to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of objects with
+``bbox`` and optionally ``score`` (COCO detection results for this image).
 
 The raw form runs the network alone on already-normalised float32 input (B, H, W, 3) and writes
 heatmaps (B, K, h, w) in the official/HF channel-first layout, for parity checks and debugging.
