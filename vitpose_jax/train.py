@@ -265,6 +265,25 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config
 
 
+def fit_batches_to_devices(config: ml_collections.ConfigDict, num_devices: int):
+  """Checks that ``num_devices`` divides every ``tasks.<name>.batch_size`` (each device takes an
+  equal share). With ``config.round_batch_to_devices`` (smoke runs: ``:runlocal``) a batch size it
+  does not divide is rounded up to the next multiple in ``config``, in place, and printed, so the
+  smoke run works on any device count; otherwise it is a TrainingError, since a real recipe's batch
+  size is part of the recipe."""
+  for name, t in config.tasks.items():
+    if t.batch_size % num_devices == 0:
+      continue
+    if not config.get('round_batch_to_devices', False):
+      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
+                          f'{num_devices} devices')
+    rounded = -(-t.batch_size // num_devices) * num_devices
+    if jax.process_index() == 0:
+      print(f'tasks.{name}.batch_size {t.batch_size} → {rounded}: a multiple of the '
+            f'{num_devices} devices (config.round_batch_to_devices)', flush=True)
+    t.batch_size = rounded
+
+
 # model.json fields that say how the network is computed, not what it computes (both attention
 # kernels compute the same function): a resumed run may change them, e.g. remat to fit the memory
 # of another accelerator.
@@ -510,10 +529,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = Mesh(np.array(devices), ('data',))
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P('data'))
-  for name, t in config.tasks.items():
-    if t.batch_size % len(devices):
-      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
-                          f'{len(devices)} devices')
+  fit_batches_to_devices(config, len(devices))
 
   # Data: one stream per task, zipped into global batches; the host feeds its local share.
   iterator, sources = train_iterator(config, mcfg)
