@@ -258,7 +258,7 @@ class ModelConfig:
 
 def _short(value: Any) -> str:
   text = json.dumps(value)
-  return text if len(text) <= 40 else text[:36] + ' …' + text[-1]
+  return text if len(text) <= 40 else text[:36].rstrip() + ' …' + text[-1]
 
 
 def json_differences(old: Any, new: Any, path: str = '') -> list[str]:
