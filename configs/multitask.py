@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         val=dict(source='synthetic', population=population, num=num_val, seed=0),
         batch_size=per_task_batch, loss_weight=1.0,
     )
+  # A smoke run must start on any machine: the trainer rounds each batch_size up to a multiple of
+  # the device count (known only once JAX has started, after jax.distributed.initialize).
+  config.round_batch_to_devices = arg.runlocal
   config.epoch_task = names[0]
   config.total_steps = 3 if arg.runlocal else (None if real_scale else 500)
   config.total_epochs = 210 if real_scale else None

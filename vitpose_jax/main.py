@@ -1,7 +1,8 @@
 """python -m vitpose_jax.main --config=configs/multitask.py[:args] --workdir=DIR [--config.x=v]
 
 Trains (resuming when DIR holds checkpoints), evaluates and writes the run directory. The logic
-lives in :mod:`vitpose_jax.train`, importable from Colab.
+lives in :mod:`vitpose_jax.train`, importable from Colab. A fault in the inputs (config, data,
+schema, run directory) ends in one line, ``error: ...``, with exit status 2.
 
 Multi-host: ``--distributed`` calls ``jax.distributed.initialize()`` (cluster auto-detection), or
 pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`` explicitly.
@@ -10,6 +11,7 @@ pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`` explici
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -37,13 +39,20 @@ def main(argv):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  from vitpose_jax import distill, train
+  from vitpose_jax import checkpoint, distill, models, skeletons, train
+  from vitpose_jax.data.coco import DataError
 
   config = _CONFIG.value
-  if config.get('trainer', 'train') == 'distill':
-    metrics = distill.run(config, _WORKDIR.value)
-  else:
-    metrics = train.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    if config.get('trainer', 'train') == 'distill':
+      metrics = distill.run(config, _WORKDIR.value)
+    else:
+      metrics = train.train_and_evaluate(config, _WORKDIR.value)
+  except (train.TrainingError, models.ModelConfigError, checkpoint.CheckpointError, DataError,
+          skeletons.SchemaError) as e:
+    # These messages name the file and field at fault; a traceback would bury them.
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
   if jax.process_index() == 0:
     print('final:', train.metric_summary(metrics))
     print(json.dumps(metrics))

@@ -4,11 +4,13 @@
         [--boxes boxes.json] --out keypoints.json [--draw drawing.png]
     python -m vitpose_jax.predict --workdir RUN --task coco --pixels x.npy --heatmaps-out h.npy
 
-The first form crops each box (the whole image when no boxes are given) as the evaluation
-pipeline does (box padded ×1.25 at the model's aspect, UDP affine crop; the model applies the
-ImageNet normalisation), runs the model with flip testing, decodes the heatmaps with DARK-UDP and
-maps the keypoints back to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of
-objects with ``bbox`` and optionally ``score`` (COCO detection results for this image).
+The image is read by :func:`vitpose_jax.data.images.read_image`, as training and evaluation read
+theirs: boxes and keypoints are in its upright pixels (EXIF orientation applied). The first form
+crops each box (the whole image when no boxes are given) as the evaluation pipeline does (box
+padded ×1.25 at the model's aspect, UDP affine crop; the model applies the ImageNet
+normalisation), runs the model with flip testing, decodes the heatmaps with DARK-UDP and maps the
+keypoints back to the image. ``--boxes`` is a JSON list of [x, y, w, h] boxes or of objects with
+``bbox`` and optionally ``score`` (COCO detection results for this image).
 
 The raw form runs the network alone on already-normalised float32 input (B, H, W, 3) and writes
 heatmaps (B, K, h, w) in the official/HF channel-first layout, for parity checks and debugging.
@@ -30,6 +32,7 @@ from PIL import Image
 
 from vitpose_jax import checkpoint, codec, models
 from vitpose_jax.data import coco, transforms
+from vitpose_jax.data.images import MAX_PIXELS_ENV, read_image
 from vitpose_jax.draw import draw_pose
 from vitpose_jax.evaluation import metrics
 
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--task', required=True, help='which task head to use')
   parser.add_argument('--step', type=checkpoint.parse_step,
                       help='checkpoint step, or "best" (default: the latest)')
-  parser.add_argument('--image', help='an RGB image file')
+  parser.add_argument('--image', help='an image file (any bit depth; EXIF orientation applied; '
+                      f'at most ${MAX_PIXELS_ENV} pixels)')
   parser.add_argument('--boxes', help='JSON list of [x, y, w, h] or {"bbox": ..., "score": ...}')
   parser.add_argument('--out', help='keypoints JSON to write')
   parser.add_argument('--draw', help='PNG drawing to write')
@@ -173,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
       print(f'wrote heatmaps {heatmaps.shape[0]}x{heatmaps.shape[3]}x{heatmaps.shape[1]}x'
             f'{heatmaps.shape[2]} (B, K, h, w) to {args.heatmaps_out}')
       return 0
-    try:
-      with Image.open(args.image) as img:
-        image = np.asarray(img.convert('RGB'))
-    except OSError as e:
-      raise ValueError(f'{args.image}: cannot read image ({e})') from None
+    image = np.asarray(read_image(args.image))
     boxes, scores = _read_boxes(args.boxes) if args.boxes else (None, None)
     instances = predictor.predict_image(args.task, image, boxes, scores)
   except (ValueError, checkpoint.CheckpointError, models.ModelConfigError) as e:

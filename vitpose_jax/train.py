@@ -8,7 +8,9 @@ JointsMSE is averaged over that task's own samples, then weighted by its ``loss_
 The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax: ``model``,
 ``opt_state``, ``train`` (step, rng) and ``data`` (the grain iterator state) per step),
 metrics.json, evals.jsonl (one line per evaluation: step, samples seen and the metrics), TensorBoard
-events, plots/. Re-running on the same workdir resumes.
+events, plots/. Re-running on the same workdir resumes; a config of another model is refused
+before anything is written (:func:`check_run_directory`), and a changed config.json is kept
+beside the new one (:func:`write_run_description`).
 """
 
 from __future__ import annotations
@@ -283,6 +285,95 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config
 
 
+def fit_batches_to_devices(config: ml_collections.ConfigDict, num_devices: int):
+  """Checks that ``num_devices`` divides every ``tasks.<name>.batch_size`` (each device takes an
+  equal share). With ``config.round_batch_to_devices`` (smoke runs: ``:runlocal``) a batch size it
+  does not divide is rounded up to the next multiple in ``config``, in place, and printed, so the
+  smoke run works on any device count; otherwise it is a TrainingError, since a real recipe's batch
+  size is part of the recipe."""
+  for name, t in config.tasks.items():
+    if t.batch_size % num_devices == 0:
+      continue
+    if not config.get('round_batch_to_devices', False):
+      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
+                          f'{num_devices} devices')
+    rounded = -(-t.batch_size // num_devices) * num_devices
+    if jax.process_index() == 0:
+      print(f'tasks.{name}.batch_size {t.batch_size} → {rounded}: a multiple of the '
+            f'{num_devices} devices (config.round_batch_to_devices)', flush=True)
+    t.batch_size = rounded
+
+
+# model.json fields that say how the network is computed, not what it computes (both attention
+# kernels compute the same function): a resumed run may change them, e.g. remat to fit the memory
+# of another accelerator.
+_RESUMABLE_MODEL_FIELDS = ('remat', 'attention')
+
+
+def _summary(changes: list[str], shown: int = 3) -> str:
+  more = f'; and {len(changes) - shown} more' if len(changes) > shown else ''
+  return '; '.join(changes[:shown]) + more
+
+
+def check_run_directory(workdir: str, mcfg: models.ModelConfig):
+  """Raises TrainingError when ``workdir`` holds a run of another model than ``mcfg``, in one line
+  naming what differs (:meth:`models.ModelConfig.differences`: a model.json written before a
+  field existed does not differ by lacking it). ``remat`` and ``attention`` may differ. Called
+  before anything is written, so a refused run leaves the directory as it was."""
+  path = os.path.join(workdir, 'model.json')
+  if not os.path.exists(path):
+    return
+  try:
+    existing = models.ModelConfig.load(path)
+  except models.ModelConfigError as e:
+    raise TrainingError(f'{e}; it is left as it is: train in a new --workdir') from None
+  changes = existing.differences(mcfg, ignore=_RESUMABLE_MODEL_FIELDS)
+  if changes:
+    raise TrainingError(f'{path} describes another model than this config '
+                        f'({_summary(changes)}); resume with the same model, or train this one '
+                        'in a new --workdir')
+
+
+def _write(path: str, text: str):
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_run_description(workdir: str, config: ml_collections.ConfigDict,
+                          mcfg: models.ModelConfig):
+  """Writes ``model.json`` when the run is new (an existing one matched, see
+  :func:`check_run_directory`, and stays as it is) and ``config.json``. When the run's
+  ``config.json`` differs from ``config`` (a resumed run given more steps, say), it is kept as
+  ``config.<n>.json`` (n = 1, 2, ... in the order they were replaced) and the change is printed:
+  ``config.json`` is the latest configuration, and none is lost."""
+  model_path = os.path.join(workdir, 'model.json')
+  if not os.path.exists(model_path):
+    _write(model_path, mcfg.to_json())
+  path = os.path.join(workdir, 'config.json')
+  text = config.to_json_best_effort(indent=1)
+  try:
+    with open(path) as f:
+      previous = f.read()
+  except FileNotFoundError:
+    _write(path, text)
+    return
+  try:
+    changes = models.json_differences(json.loads(previous), json.loads(text))
+  except json.JSONDecodeError:
+    changes = ['the previous one is not valid JSON']
+  if not changes:
+    return
+  n = 1
+  while os.path.exists(os.path.join(workdir, f'config.{n}.json')):
+    n += 1
+  os.replace(path, os.path.join(workdir, f'config.{n}.json'))
+  _write(path, text)
+  print(f'{path}: the config differs from the last run\'s ({_summary(changes)}); that one is '
+        f'kept as config.{n}.json', flush=True)
+
+
 def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
   from vitpose_jax.evaluation import run_evaluators
   from vitpose_jax.predict import Predictor
@@ -454,14 +545,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = resolve_evals(config)
   os.makedirs(workdir, exist_ok=True)
   mcfg = model_config(config)
+  check_run_directory(workdir, mcfg)
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ('data',))
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P('data'))
-  for name, t in config.tasks.items():
-    if t.batch_size % len(devices):
-      raise TrainingError(f'tasks.{name}.batch_size {t.batch_size} is not divisible by the '
-                          f'{len(devices)} devices')
+  fit_batches_to_devices(config, len(devices))
 
   # Data: one stream per task, zipped into global batches; the host feeds its local share.
   iterator, sources = train_iterator(config, mcfg)
@@ -505,9 +594,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # checkpointing (Orbax coordinates them).
   primary = jax.process_index() == 0
   if primary:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=1))
-    mcfg.save(os.path.join(workdir, 'model.json'))
+    write_run_description(workdir, config, mcfg)
   # Retention is ours (the last `keep` steps plus the best one); Orbax's best_fn would keep the
   # best N instead of the last N.
   mngr = checkpoint.manager(workdir)

@@ -38,9 +38,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from vitpose_jax import skeletons
+from vitpose_jax.data.images import ImageError, read_image
 from vitpose_jax.skeletons import Skeleton
 
 # COCO-WholeBody stores parts in separate fields; the schema's part slices say where each lands.
@@ -496,16 +496,14 @@ def _readable(ann: Mapping[str, Any], names: tuple[str, ...] | None, skeleton: S
     return False
 
 
-def _check_image(path: str) -> tuple[int, int]:
-  """(width, height) of a decodable image; ValueError when missing or corrupt."""
-  if not os.path.isfile(path):
-    raise ValueError('image file not found')
+def _check_image(path: str, size: tuple[Any, Any]) -> tuple[int, int]:
+  """(width, height) of the image as training and evaluation will read it (decoded in full, so a
+  truncated file fails here rather than in a worker mid-training), in the orientation whose size
+  is ``size``, the ``images`` entry's (width, height); ValueError says what is wrong."""
   try:
-    with Image.open(path) as img:
-      img.load()  # decodes fully: truncated files fail here, not in a worker mid-training
-      return img.size
-  except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-    raise ValueError(f'image file is corrupt ({e})') from None
+    return read_image(path, size).size
+  except ImageError as e:
+    raise ValueError(e.problem) from None
 
 
 class _Skip(Exception):
@@ -537,7 +535,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
   if info['id'] not in image_sizes:
     if check_images:
       try:
-        image_sizes[info['id']] = _check_image(image_path)
+        image_sizes[info['id']] = _check_image(image_path, (info.get('width'), info.get('height')))
       except ValueError as e:
         image_sizes[info['id']] = f'{image_path}: {e}'
     else:
@@ -600,13 +598,14 @@ def read_coco(
   ``image_size`` int32 (2,) (width, height).
 
   Skipped (or, with ``strict``, an error naming file and annotation id): crowd annotations, an
-  annotation without an int or str id or image_id, an unknown image id, a missing or corrupt
-  image, keypoints of the wrong length, NaN or infinite values, a box with zero area or outside
-  the image, no labelled keypoint. Annotations of other categories than the schema's
-  (:func:`keypoint_categories`, kept in ``report.categories``) are counted as ``other category``
-  in both modes; labelled points the schema has no place for are counted per name in
-  ``report.unplaced``. Always a DataError naming the file and the id: an image id or an
-  annotation id that appears twice.
+  annotation without an int or str id or image_id, an unknown image id, a missing, corrupt or
+  over-limit image or one whose size is the ``images`` entry's width and height in neither its
+  stored nor its EXIF orientation (see :mod:`vitpose_jax.data.images`), keypoints of the wrong
+  length, NaN or infinite values, a box with zero area or outside the image, no labelled keypoint.
+  Annotations of other categories than the schema's (:func:`keypoint_categories`, kept in
+  ``report.categories``) are counted as ``other category`` in both modes; labelled points the
+  schema has no place for are counted per name in ``report.unplaced``. Always a DataError naming
+  the file and the id: an image id or an annotation id that appears twice.
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
   data = _load_json(annotations)

@@ -1,8 +1,9 @@
 """Packing person instances into TFDS array_record datasets, and finding them in the cache.
 
 Real COCO-format data and the synthetic data take the same path: COCO JSON + images →
-:func:`vitpose_jax.data.coco.read_coco` → a TFDS dataset (``file_format='array_record'``, encoded
-image bytes, no TensorFlow) → ``tfds``'s random-access data source, images decoded to PIL
+:func:`vitpose_jax.data.coco.read_coco` → a TFDS dataset (``file_format='array_record'``, no
+TensorFlow) whose images are encoded as :func:`vitpose_jax.data.images.read_image` reads them
+(8-bit RGB, upright) → ``tfds``'s random-access data source, images decoded to PIL
 (:class:`DecodedSource`) → grain.
 
 The cache lives under ``$VITPOSE_JAX_CACHE`` (default ``~/.cache/vitpose_jax``). A packed
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import logging
 import os
@@ -25,33 +25,21 @@ import tempfile
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from vitpose_jax.data.coco import DataError, SkipReport, read_coco
+from vitpose_jax.data.images import decode_packed, packed_bytes
 from vitpose_jax.skeletons import Skeleton
 
 # Bump when the packed layout or the record semantics change: it enters every cache key.
 # 2: records hold the image's and annotation's positions in the file, not their ids (ids may be
 # strings, and positions are unique where a file's ids need not be).
-PACK_VERSION = 2
+# 3: images as vitpose_jax.data.images reads them (high bit depths scaled, EXIF orientation).
+PACK_VERSION = 3
 _BUILDER_NAME = 'pose_instances'
 
 
 def cache_root() -> str:
   return os.path.expanduser(os.environ.get('VITPOSE_JAX_CACHE', '~/.cache/vitpose_jax'))
-
-
-def _image_bytes(path: str) -> bytes:
-  """The file's bytes when it is an RGB image; otherwise a lossless RGB re-encoding (COCO holds
-  greyscale JPEGs, and every sample must decode to (H, W, 3))."""
-  with open(path, 'rb') as f:
-    data = f.read()
-  with Image.open(io.BytesIO(data)) as img:
-    if img.mode == 'RGB':
-      return data
-    buf = io.BytesIO()
-    img.convert('RGB').save(buf, format='PNG')
-    return buf.getvalue()
 
 
 def _features(num_keypoints: int):
@@ -108,7 +96,8 @@ def _builder_class():
       for r in records:
         example = {k: r[k] for k in ('image_index', 'annotation_index', 'bbox', 'center',
                                      'scale', 'keypoints', 'image_size')}
-        example['image'] = _image_bytes(r['image_path'])
+        # The record's image_size picks the orientation read_coco checked the labels against.
+        example['image'] = packed_bytes(r['image_path'], tuple(int(v) for v in r['image_size']))
         yield r['annotation_index'], example
 
   return PoseInstances
@@ -132,9 +121,7 @@ class DecodedSource:
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self._records[index]
-    image = Image.open(io.BytesIO(record['image']))
-    image.load()
-    return {**record, 'image': image}
+    return {**record, 'image': decode_packed(record['image'])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +137,12 @@ class PackedDataset:
   def source(self, split: str) -> DecodedSource:
     import tensorflow_datasets as tfds
 
+    if not os.path.isdir(self.builder_dir):
+      versions = os.path.dirname(self.builder_dir)
+      found = sorted(os.listdir(versions)) if os.path.isdir(versions) else []
+      # A folder `prepare` wrote with an older packing version: its images may differ.
+      raise DataError(f'{self.path}: no dataset of packing version {PACK_VERSION}.0.0'
+                      + (f' (it holds {", ".join(found)}; pack it again)' if found else ''))
     builder = tfds.builder_from_directory(self.builder_dir)
     return DecodedSource(builder.as_data_source(
         split=split, decoders={'image': tfds.decode.SkipDecoding()}))

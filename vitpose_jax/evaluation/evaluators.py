@@ -19,10 +19,10 @@ from typing import Any
 
 import grain
 import numpy as np
-from PIL import Image
 
 from vitpose_jax.data import coco, pipeline, transforms
 from vitpose_jax.data.coco import DataError
+from vitpose_jax.data.images import read_image
 from vitpose_jax.evaluation import metrics
 from vitpose_jax.skeletons import Skeleton
 
@@ -37,11 +37,17 @@ def register(name: str):
 
 
 class LoadImage(grain.transforms.Map):
-  """Reads the instance's ``image_path`` into ``image`` (uint8 RGB)."""
+  """Reads the instance's ``image_path`` into ``image`` (uint8 RGB (H, W, 3)) as training reads
+  it (:func:`vitpose_jax.data.images.read_image`). ``sizes``: (width, height) by image path, the
+  sizes :func:`vitpose_jax.data.coco.read_coco` checked the labels against; they pick the
+  orientation of images that have EXIF orientation."""
+
+  def __init__(self, sizes: Mapping[str, tuple[int, int]] | None = None):
+    self._sizes = dict(sizes or {})
 
   def map(self, element):
-    with Image.open(element['image_path']) as img:
-      return {**element, 'image': np.asarray(img.convert('RGB'))}
+    image = read_image(element['image_path'], self._sizes.get(element['image_path']))
+    return {**element, 'image': np.asarray(image)}
 
 
 def _number(value: Any) -> bool:
@@ -187,7 +193,9 @@ class KeypointEvaluator:
     inputs = [{'image_path': r['image_path'], 'center': r['center'], 'scale': r['scale'],
                'keypoints': r.get('keypoints', np.zeros((skeleton.num_keypoints, 3), np.float32)),
                'index': np.int64(i)} for i, r in enumerate(records)]
-    steps = [LoadImage(), *transforms.eval_transforms(skeleton, predictor.config.image_size)]
+    sizes = {r['image_path']: tuple(int(v) for v in r['image_size']) for r in gt_records}
+    steps = [LoadImage(sizes),
+             *transforms.eval_transforms(skeleton, predictor.config.image_size)]
     results = []
     for batch, valid in pipeline.eval_batches(inputs, steps, self.batch_size):
       kps = predictor.keypoints(self.task, batch['image'], batch['center'], batch['scale'],

@@ -1,7 +1,8 @@
 """Reading PyTorch-world weight files into flat ``{name: float32 ndarray}`` dicts.
 
-safetensors files are read without torch; ``.pth`` / ``.bin`` pickles need torch (the interop
-extra) and are opened with ``weights_only=True`` unless the caller trusts the file.
+safetensors files are read without torch (safetensors is a base dependency); ``.pth`` / ``.bin``
+pickles need torch (the interop extra) and are opened with ``weights_only=True`` unless the caller
+trusts the file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 
 import numpy as np
+import safetensors.numpy
 
 
 class ConvertError(ValueError):
@@ -57,7 +59,7 @@ def _unwrap(path: str, data) -> dict:
 
 def _read_file(path: str, trust_pickle: bool) -> dict:
   if path.endswith('.safetensors'):
-    return _import('safetensors.numpy', path).load_file(path)
+    return safetensors.numpy.load_file(path)
   if path.endswith(_PICKLES):
     torch = _import('torch', path)
     try:

@@ -7,6 +7,7 @@ from vitpose_jax.models.config import (
     ModelConfigError,
     TaskSpec,
     Variant,
+    json_differences,
     make_tasks,
     model_config,
 )
@@ -22,5 +23,5 @@ from vitpose_jax.models.pose import (
 __all__ = [
     'DECODERS', 'VARIANTS', 'ModelConfig', 'ModelConfigError', 'TaskSpec', 'Variant', 'VitPose',
     'abstract_model', 'count_params', 'create_model', 'dense_for_task', 'factorize',
-    'make_tasks', 'model_config',
+    'json_differences', 'make_tasks', 'model_config',
 ]

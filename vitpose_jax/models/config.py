@@ -42,6 +42,11 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 ATTENTION = ('auto', 'xla', 'cudnn')
 
 
+# Schema fields that document a schema (where its sigmas come from, the source dataset's names)
+# without changing what a model computes, how it trains or how it is scored.
+DESCRIPTIVE_SCHEMA_FIELDS = ('sigma_note', 'source_names')
+
+
 class ModelConfigError(ValueError):
   """A model configuration or model.json is inconsistent; the message names the field."""
 
@@ -182,6 +187,23 @@ class ModelConfig:
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), indent=1)
 
+  def differences(self, other: ModelConfig, *, ignore: Sequence[str] = ()) -> list[str]:
+    """What ``other`` changes in this model, one entry per differing field as a dotted path:
+    ``'width 768 → 384'``, ``'tasks.aic removed'``, ``'tasks.coco.schema.sigmas [0.026, …] →
+    [0.03, …]'``. Both sides are compared in their ``model.json`` form after defaults are filled
+    in, so a file written before a field existed does not differ by lacking it. A schema's notes
+    (``DESCRIPTIVE_SCHEMA_FIELDS``) are not compared: the network, its targets and its scores do
+    not depend on them. ``ignore``: top-level fields also left out. Empty when the models are the
+    same."""
+    old, new = (json.loads(json.dumps(c.to_dict())) for c in (self, other))
+    for side in (old, new):
+      for name in ignore:
+        side.pop(name, None)
+      for task in side['tasks'].values():
+        for name in DESCRIPTIVE_SCHEMA_FIELDS:
+          task['schema'].pop(name, None)
+    return json_differences(old, new)
+
   @classmethod
   def from_dict(cls, data: Mapping[str, Any], *, source: str = 'model.json') -> ModelConfig:
     data = dict(data)
@@ -235,6 +257,29 @@ class ModelConfig:
       return cls.from_json(text, source=path)
     except json.JSONDecodeError as e:
       raise ModelConfigError(f'{path}: not valid JSON ({e})') from None
+
+
+def _short(value: Any) -> str:
+  text = json.dumps(value)
+  return text if len(text) <= 40 else text[:36].rstrip() + ' …' + text[-1]
+
+
+def json_differences(old: Any, new: Any, path: str = '') -> list[str]:
+  """Where two JSON values differ, one entry per differing leaf or key as a dotted path below
+  ``path``: ``'a.b 1 → 2'`` (values shortened to about 40 characters), ``'a.c removed'``,
+  ``'a.d added'``. Empty when they are equal."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for key in [*old, *(k for k in new if k not in old)]:
+      where = f'{path}.{key}' if path else key
+      if key not in new:
+        out.append(f'{where} removed')
+      elif key not in old:
+        out.append(f'{where} added')
+      else:
+        out += json_differences(old[key], new[key], where)
+    return out
+  return [] if old == new else [f'{path} {_short(old)} → {_short(new)}']
 
 
 def make_tasks(
