@@ -105,6 +105,8 @@ def main(argv=None):
   parser.add_argument('--samples', type=int, default=64_000, help='samples seen per arm')
   parser.add_argument('--eval-every', type=int, default=16_000, help='samples between evals')
   parser.add_argument('--num-val', type=int, default=200)
+  parser.add_argument('--num-train', type=int, default=0,
+                      help="every arm's training instances instead of its own (smoke runs)")
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--runs', default='', help='run directories (default OUT/runs)')
   args = parser.parse_args(argv)
@@ -129,6 +131,7 @@ def main(argv=None):
       previous = json.load(f).get('arms', {})
   for arm in arms:
     num_train, overrides = ARMS[arm]
+    num_train = args.num_train or num_train
     data = common.synthetic_data([args.task], num_train, args.num_val)
     cfg = common.config('single_task', f'task={args.task},variant={args.variant},'
                         f'batch={args.batch}', {
@@ -144,7 +147,7 @@ def main(argv=None):
 
   curves = {arm: [tuple(p) for p in r['curve']] for arm, r in previous.items()}
   samples = sorted({x for c in curves.values() for x, _ in c})
-  rows = [[arm, str(r['num_train']), f"{r['samples'] // 1000}k"]
+  rows = [[arm, str(r['num_train']), f"{r['samples'] / 1000:g}k"]
           + [next((f'{y:.3f}' for x, y in curves[arm] if x == s), '') for s in samples]
           for arm, r in previous.items()]
   preamble = (f'AP (val split, seed 0, {args.num_val} instances, ground-truth boxes, flip test) '

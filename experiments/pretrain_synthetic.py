@@ -133,7 +133,7 @@ def ship(args, command: str):
   test = run_evaluators(evals, Predictor(model))
   val = run_evaluators({t: dict(e, data=run_config['tasks'][t]['val'])
                         for t, e in evals.items()}, Predictor(model))
-  dst = os.path.join(zoo.ZOO_DIR, args.ship)
+  dst = os.path.join(args.zoo_dir or zoo.ZOO_DIR, args.ship)
   if os.path.exists(dst):
     raise SystemExit(f'{dst} exists: a shipped model is never replaced in place')
   tmp = dst + '.tmp'
@@ -169,6 +169,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--ship', default='', help='ship the best checkpoint as zoo:NAME')
+  parser.add_argument('--zoo-dir', default='',
+                      help="where --ship writes (default: the package's zoo folder)")
   parser.add_argument('--variant', default='micro')
   parser.add_argument('--samples', type=int, default=1_200_000, help='samples seen (all tasks)')
   parser.add_argument('--batch', type=int, default=32, help='per-task batch share')

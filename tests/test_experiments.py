@@ -83,3 +83,48 @@ def test_finetune_populations_writes_its_table_and_plot(tmp_path):
   assert '| infant 30% | ' in table and '| infant 100% | ' in table
   assert set(results['table']['pretrained + fine-tune']) == {'infant 30%', 'infant 100%'}
   assert (tmp_path / 'out' / 'pck.png').stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_learning_curve_writes_a_curve_per_arm_and_accumulates_arms(tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
+  out_dir = tmp_path / 'results'
+  for arm in ('128x96-flip', '128x96-light-8k'):
+    subprocess.run(
+        [sys.executable, str(ROOT / 'experiments/learning_curve.py'), '--out', str(out_dir),
+         '--arms', arm, '--variant', 'nano', '--batch', '4', '--samples', '16',
+         '--eval-every', '8', '--num-train', '8', '--num-val', '4'],
+        check=True, capture_output=True, text=True, env=env)
+  results = json.loads((out_dir / 'results.json').read_text())
+  assert set(results['arms']) == {'128x96-flip', '128x96-light-8k'}
+  for arm in results['arms'].values():
+    assert [x for x, _ in arm['curve']] == [8, 16]
+    assert arm['command'].startswith('python experiments/learning_curve.py')
+  table = (out_dir / 'results.md').read_text()
+  assert '| 128x96-flip | 8 | 0.016k |' in table and '| 128x96-light-8k | 8 | 0.016k |' in table
+  assert (out_dir / 'ap.png').stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_pretraining_resumes_and_ships_a_run_directory_with_its_provenance(tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
+  common = [sys.executable, str(ROOT / 'experiments/pretrain_synthetic.py'), '--workdir',
+            str(tmp_path / 'run'), '--variant', 'nano', '--batch', '4', '--num-train-coco', '8',
+            '--num-train-wholebody', '8', '--num-val', '4', '--warmup-steps', '1',
+            '--eval-every', '16']
+  subprocess.run(common + ['--samples', '16'], check=True, capture_output=True, env=env)
+  subprocess.run(common + ['--samples', '32'], check=True, capture_output=True, env=env)
+  subprocess.run(common + ['--ship', 'tiny', '--zoo-dir', str(tmp_path / 'zoo'), '--num-test',
+                           '4'], check=True, capture_output=True, env=env)
+  shipped = tmp_path / 'zoo' / 'tiny'
+  record = json.loads((shipped / 'provenance.json').read_text())
+  assert len(record['segments']) == 2 and record['step'] in (2, 4)
+  assert record['samples_seen'] == record['step'] * 8
+  assert record['data']['coco']['test']['seed'] == 1000
+  assert record['data']['coco']['train']['seed'] == 0
+  assert {'coco/AP', 'wholebody/AP_body'} <= set(record['test_metrics'])
+  from vitpose_jax import checkpoint
+
+  model, step = checkpoint.load_model(str(shipped))
+  assert step == record['step'] and model.config.task_names == ('coco', 'wholebody')
+  assert sorted(os.listdir(shipped / 'checkpoints')) == [str(step)]
