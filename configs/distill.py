@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'config argument stage={arg.stage!r}: use tokens or student')
   if arg.tokens < 1:
     raise ValueError(f'config argument tokens={arg.tokens}: needs at least one token per task')
-  parts = [f'tasks={arg.tasks}'] + (['runlocal'] if arg.runlocal else [])
+  parts = [f'tasks={arg.tasks}', 'scratch'] + (['runlocal'] if arg.runlocal else [])
   multitask = configlib.sibling_config(__file__, 'multitask')
   if arg.stage == 'tokens':
     config = multitask.get_config(','.join(parts))

@@ -33,7 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             steps=300, epochs=0.0, batch=0, **{'from': 'coco'})
   if arg.train not in ('all', 'experts+heads', 'heads'):
     raise ValueError(f'config argument train={arg.train!r}: use all, experts+heads or heads')
-  parts = [f'tasks={arg.tasks}', f'batch={arg.batch}'] + (['runlocal'] if arg.runlocal else [])
+  parts = ([f'tasks={arg.tasks}', f'batch={arg.batch}', 'scratch']
+           + (['runlocal'] if arg.runlocal else []))
   config = configlib.sibling_config(__file__, 'multitask').get_config(','.join(parts))
   config.model.variant = 'init_from'
   config.init_from = ''

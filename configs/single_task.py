@@ -16,7 +16,7 @@ from vitpose_jax.models import VARIANTS
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = configlib.parse_arg(arg, task='coco', variant='micro', runlocal=False, batch=0)
-  parts = [f'tasks={arg.task}', f'variant={arg.variant}', f'batch={arg.batch}']
+  parts = [f'tasks={arg.task}', f'variant={arg.variant}', f'batch={arg.batch}', 'scratch']
   if arg.runlocal:
     parts.append('runlocal')
   config = configlib.sibling_config(__file__, 'multitask').get_config(','.join(parts))

@@ -56,7 +56,7 @@ def main(argv=None):
   quiet = common.QUIET
   teacher = args.teacher_run or os.path.join(runs, 'teacher')
   if not args.teacher_run:
-    common.run(common.config('multitask', f'variant={args.teacher},tasks={args.tasks}',
+    common.run(common.config('multitask', f'variant={args.teacher},tasks={args.tasks},scratch',
                  {**data, **quiet, 'total_steps': args.teacher_steps}),
          teacher, train.train_and_evaluate)
   tokens = os.path.join(runs, 'tokens')

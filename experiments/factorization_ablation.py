@@ -55,7 +55,7 @@ def main(argv=None):
   base = {**common.QUIET, 'total_steps': args.steps}
 
   def multitask(task_list, seed, dense):
-    arg = f'variant={args.variant},tasks={"+".join(task_list)},batch={args.batch}'
+    arg = f'variant={args.variant},tasks={"+".join(task_list)},batch={args.batch},scratch'
     overrides = {**base, 'seed': seed,
                  **{k: v for k, v in data.items() if k.split('.')[1] in task_list}}
     if dense:

@@ -88,7 +88,7 @@ def make_config(args):
       'checkpoint.best_metric': 'mean/AP', 'log_every_steps': 100, 'plots': 4,
       'data.builder_priority': args.builder_priority,
   }
-  return common.config('multitask', f'variant={args.variant},tasks={"+".join(TASKS)},'
+  return common.config('multitask', f'variant={args.variant},tasks={"+".join(TASKS)},scratch,'
                        f'batch={args.batch}', overrides)
 
 

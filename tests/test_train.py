@@ -200,6 +200,46 @@ def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):
                                 fresh['heads']['wheelchair']['final_layer']['kernel'])
 
 
+@pytest.mark.parametrize('shared', [True, False])
+def test_a_new_schema_starts_from_the_source_channels_of_the_joints_both_name(tmp_path, shared):
+  import jax
+  import numpy as np
+  from flax import nnx
+  from conftest import randomize
+  from vitpose_jax import checkpoint, models
+
+  source = randomize(models.create_model(models.model_config('nano', {'coco': 'coco17'})), seed=1)
+  checkpoint.save_model(str(tmp_path / 'src'), source)
+  target = models.create_model(models.model_config(
+      'nano', {'wheelchair': 'wheelchair23', 'infant': 'infant_smil25'}))
+  fresh = nnx.to_pure_dict(nnx.state(target))
+  loaded = train._init_from(target, str(tmp_path / 'src'),
+                            {'wheelchair': 'coco', 'infant': 'coco'}, shared_keypoints=shared)
+  assert loaded[1:] == (['wheelchair expert+decoder+17/23 keypoint channels <- coco',
+                         'infant expert+decoder+13/25 keypoint channels <- coco'] if shared else
+                        ['wheelchair expert+decoder <- coco', 'infant expert+decoder <- coco'])
+  src = nnx.to_pure_dict(nnx.state(source))['heads']['coco']['final_layer']
+  dst = nnx.to_pure_dict(nnx.state(target))['heads']
+  # wheelchair23 begins with coco17's 17 joints in coco's order; its wheel and footrest points
+  # have no coco counterpart. infant_smil25 names 13 of coco's joints (not the eyes and ears).
+  copied = {'wheelchair': {j: j for j in range(17)},
+            'infant': {24: 0, 16: 5, 17: 6, 18: 7, 19: 8, 20: 9, 21: 10, 1: 11, 2: 12, 4: 13,
+                       5: 14, 7: 15, 8: 16}}
+  for task, num in (('wheelchair', 23), ('infant', 25)):
+    for key in ('kernel', 'bias'):
+      got = np.asarray(dst[task]['final_layer'][key])
+      init = fresh['heads'][task]['final_layer'][key]
+      for j in range(num):
+        if shared and j in copied[task]:
+          np.testing.assert_array_equal(got[..., j], np.asarray(src[key])[..., copied[task][j]])
+        else:
+          np.testing.assert_array_equal(got[..., j], np.asarray(init)[..., j])
+    # The decoder's feature layers come from coco's either way.
+    decoder = nnx.to_pure_dict(nnx.state(source))['heads']['coco']['deconv_layers']
+    for a, b in zip(jax.tree.leaves(dst[task]['deconv_layers']), jax.tree.leaves(decoder)):
+      np.testing.assert_array_equal(a, b)
+
+
 def test_keeps_the_last_checkpoints_and_the_best_by_the_configured_metric(cache, tmp_path,
                                                                           monkeypatch):
   from vitpose_jax import checkpoint

@@ -108,3 +108,30 @@ def test_training_refuses_synthetic_test_seeds(cache, tmp_path):
   with pytest.raises(train.TrainingError, match=r'tasks.coco.val: synthetic seed 1000 is a test'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def _configs(name):
+  return configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), name)
+
+
+def test_the_default_run_adapts_the_shipped_model_and_every_other_config_says_where_it_starts():
+  """The main command's default adapts zoo:micro-adult (coco and wholebody keep theirs, infant
+  and wheelchair start from coco's expert and head); ``:scratch``, smoke runs, other variants
+  and the derived configs never start from the shipped model unless told to."""
+  multitask = _configs('multitask')
+  default = multitask.get_config(None)
+  assert default.init_from == zoo.PREFIX + MODEL
+  assert default.model.variant == 'init_from'
+  assert dict(default.expert_from) == {'infant': 'coco', 'wheelchair': 'coco'}
+  assert default.init_shared_keypoints is True
+  assert tuple(default.model.image_size) == models.ModelConfig.load(default.init_from).image_size
+  assert set(default.tasks) == {'coco', 'wholebody', 'infant', 'wheelchair'}
+  two = multitask.get_config('tasks=coco+infant')
+  assert two.init_from == default.init_from and dict(two.expert_from) == {'infant': 'coco'}
+  for arg in ('scratch', 'runlocal', 'variant=nano', 'variant=B', 'tasks=infant,scratch'):
+    config = multitask.get_config(arg)
+    assert (config.init_from, dict(config.expert_from)) == ('', {}), arg
+    assert config.model.variant != 'init_from', arg
+  for name, arg in (('single_task', None), ('single_task', 'task=infant'), ('finetune', None),
+                    ('distill', 'stage=tokens'), ('distill', 'stage=student')):
+    assert _configs(name).get_config(arg).init_from == '', (name, arg)

@@ -99,11 +99,15 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
 
 
 def _init_from(model: models.VitPose, path: str,
-               expert_from: Mapping[str, str] | None = None) -> list[str]:
+               expert_from: Mapping[str, str] | None = None,
+               shared_keypoints: bool = True) -> list[str]:
   """Loads weights of another run or converted checkpoint: the backbone's shared parts, and the
   experts and heads of tasks with the same name and schema. ``expert_from`` maps a task of the
-  model that the source lacks to a task of the source whose expert (and decoder layers, all but
-  the keypoint layer) initialise it. Returns what was loaded."""
+  model that the source lacks to a task of the source whose expert and decoder layers initialise
+  it. Where the two schemas differ, the keypoint layer's output channels of the joints they share
+  by name (``skeletons.keypoint_mapping``: 17 of wheelchair23's 23 joints are coco17's, 13 of
+  infant_smil25's 25) are copied when ``shared_keypoints`` is true; the other channels keep their
+  fresh initialisation. Returns what was loaded."""
   expert_from = dict(expert_from or {})
   source, _ = checkpoint.load_model(path)
   for new, old in expert_from.items():
@@ -158,15 +162,39 @@ def _init_from(model: models.VitPose, path: str,
       dst['heads'][task.name] = copy(src_head, dst_head, f'heads.{old.name}')
       loaded.append(task.name if old.name == task.name else f'{task.name} <- {old.name}')
     else:
-      # Another schema: the decoder's feature layers carry over, the keypoint layer cannot.
+      # Another schema: the decoder's feature layers carry over; of the keypoint layer, only the
+      # channels of joints both schemas name.
       for key in dst_head:
         if key != 'final_layer':
           dst_head[key] = copy(src_head[key], dst_head[key], f'heads.{old.name}.{key}')
-      loaded.append(f'{task.name} expert+decoder <- {old.name}')
+      pairs = skeletons.keypoint_mapping(old.skeleton, task.skeleton) if shared_keypoints else ()
+      if pairs:
+        dst_head['final_layer'] = _copy_channels(src_head['final_layer'],
+                                                 dst_head['final_layer'], pairs)
+        loaded.append(f'{task.name} expert+decoder+{len(pairs)}/{task.skeleton.num_keypoints} '
+                      f'keypoint channels <- {old.name}')
+      else:
+        loaded.append(f'{task.name} expert+decoder <- {old.name}')
   state = nnx.state(model)
   nnx.replace_by_pure_dict(state, dst)
   nnx.update(model, state)
   return loaded
+
+
+def _copy_channels(src: Mapping, dst: Mapping, pairs) -> dict:
+  """``dst`` (a keypoint layer: kernel (..., C, K), bias (K,)) with output channel j taken from
+  ``src``'s channel i for each (i, j) in ``pairs``."""
+  out = {}
+  for key, value in dst.items():
+    value = np.array(value)
+    source = np.asarray(src[key])
+    if value.shape[:-1] != source.shape[:-1]:
+      raise TrainingError(f'init_from: keypoint layer {key} has shape {source.shape}, the model '
+                          f'needs {value.shape} (the same but for the number of keypoints)')
+    for i, j in pairs:
+      value[..., j] = source[..., i]
+    out[key] = value
+  return out
 
 
 def _trainable(config, mcfg: models.ModelConfig):
@@ -563,7 +591,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   model = models.create_model(mcfg, seed=config.seed)
   if config.init_from:
-    loaded = _init_from(model, config.init_from, config.get('expert_from', {}))
+    loaded = _init_from(model, config.init_from, config.get('expert_from', {}),
+                        shared_keypoints=config.get('init_shared_keypoints', True))
     logging.info('init_from %s: loaded %s', config.init_from, loaded)
     if jax.process_index() == 0:
       print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)

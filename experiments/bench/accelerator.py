@@ -134,9 +134,10 @@ def bench_training(args, results):
   arms = {
       'ViTPose single task': ('single_task', f'task=coco,variant={args.variant},'
                               f'batch={args.batch}', None),
-      'ViTPose++ 4 tasks, factorized': ('multitask', f'variant={args.variant},batch={per_task}',
-                                        -1),
-      'ViTPose++ 4 tasks, plain MLP': ('multitask', f'variant={args.variant},batch={per_task}', 0),
+      'ViTPose++ 4 tasks, factorized': ('multitask', f'variant={args.variant},batch={per_task},'
+                                        'scratch', -1),
+      'ViTPose++ 4 tasks, plain MLP': ('multitask', f'variant={args.variant},batch={per_task},'
+                                       'scratch', 0),
   }
   for label, arm in arms.items():
     trace = (os.path.join(args.out, 'trace_train_step.json.gz')

@@ -307,7 +307,7 @@ def bench_inference_and_training(args, results):
 
 
 def bench_factorized(args, results):
-  arg = f'variant={args.variant},batch={args.batch // 4}'
+  arg = f'variant={args.variant},batch={args.batch // 4},scratch'
   steps = {}
   for name, expert_dim in (('factorized', -1), ('plain', 0)):
     config = load_config('multitask', arg)
@@ -334,7 +334,7 @@ def bench_factorized(args, results):
 
 
 def bench_pipeline(args, results):
-  config = load_config('multitask', 'runlocal' if args.small else '')
+  config = load_config('multitask', 'runlocal' if args.small else 'scratch')
   ours = OurTrainer(config)
   iterator, _ = train.train_iterator(config, ours.mcfg)
   prefetch = config.data.prefetch_batches
