@@ -74,15 +74,30 @@ def test_factorization_ablation_writes_its_table_and_plot(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_populations_writes_its_table_and_plot(tmp_path):
-  table, results = _run_experiment('finetune_populations.py', tmp_path / 'out',
-                                   tmp_path / 'cache', '--pretrain-tasks', 'coco',
-                                   '--targets', 'infant', '--fractions', '0.3,1.0',
-                                   '--pretrain-steps', '2', '--steps', '2', '--batch', '2')
+def test_finetune_populations_scores_on_test_seeds_and_accumulates_arms(tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
+  out = tmp_path / 'out'
+  base = [sys.executable, str(ROOT / 'experiments' / 'finetune_populations.py'), '--out',
+          str(out), '--variant', 'nano', '--targets', 'infant', '--num-train', '8',
+          '--num-test', '4', '--seeds', '2', '--steps', '2', '--batch', '2']
+  for extra in (['--fractions', '0.5,1.0'], ['--fractions', '0.5', '--arms', 'finetune-fresh']):
+    subprocess.run(base + extra, check=True, capture_output=True, text=True, env=env)
+  table = (out / 'results.md').read_text()
+  results = json.loads((out / 'results.json').read_text())
   assert table.startswith('`python experiments/finetune_populations.py')
-  assert '| infant 30% | ' in table and '| infant 100% | ' in table
-  assert set(results['table']['pretrained + fine-tune']) == {'infant 30%', 'infant 100%'}
-  assert (tmp_path / 'out' / 'pck.png').stat().st_size > 0
+  assert len(results['commands']) == 2 and '--arms finetune-fresh' in results['commands'][1]
+  assert set(results['table']) == {'scratch', 'finetune', 'finetune-fresh'}
+  assert set(results['table']['scratch']) == {'infant 50%', 'infant 100%'}
+  assert set(results['table']['finetune-fresh']) == {'infant 50%'}
+  assert [len(results['per_seed']['infant 50%'][a]) for a in results['table']] == [2, 2, 2]
+  # the fresh-keypoint arm did not run at 100%: its cells say so
+  row = next(line for line in table.splitlines() if line.startswith('| infant 100% |'))
+  assert row.split(' | ')[3] == '—'
+  assert 'synthetic seed 1000, 4 instances' in table
+  scored = json.loads((out / 'runs' / 'infant-50pct-finetune-seed1' / 'test_metrics.json')
+                      .read_text())
+  assert scored['infant/instances'] == 4
+  assert (out / 'ap.png').stat().st_size > 0
 
 
 @pytest.mark.slow
