@@ -3,8 +3,9 @@ coco + wholebody pretrained on synthetic adults) to infants and to wheelchair us
 training the same network from scratch, with 10%, 30% and 100% of the target population's
 training data.
 
-Arms (``--arms``, by key; every arm trains one task, the target, for the same steps and batch on the same
-data with flip as the only augmentation, on the pretrained model's geometry: micro, 128x96):
+Arms (``--arms``, by key; every arm trains one task, the target, for the same steps and batch
+on the same data with flip as the only augmentation, on the pretrained model's geometry: micro,
+128x96):
   scratch          random init, the from-scratch recipe (configs/multitask.py:scratch, lr 1e-3);
   finetune         configs/finetune.py from the shipped model (train=all, lr 1e-3, the main
                    command's adaptation recipe): the target's expert and decoder start from

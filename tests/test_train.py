@@ -303,6 +303,19 @@ def test_finetune_starts_new_tasks_from_a_named_expert_and_freezes_what_it_shoul
                             src['heads']['infant']['final_layer']['kernel'])
 
 
+def test_two_new_tasks_can_start_from_the_same_source_task_and_train(cache, tmp_path):
+  """Both start from coco's expert and head: the donated train state must not hold one buffer
+  twice (JAX refuses to donate it)."""
+  from conftest import randomize
+  from vitpose_jax import checkpoint, models
+
+  source = randomize(models.create_model(models.model_config('nano', {'coco': 'coco17'})), seed=1)
+  checkpoint.save_model(str(tmp_path / 'src'), source)
+  config = _finetune_config('tasks=infant+wheelchair,from=coco,runlocal', str(tmp_path / 'src'))
+  train.train_and_evaluate(config, str(tmp_path / 'ft'))
+  assert checkpoint.load_model(str(tmp_path / 'ft'))[1] == 3
+
+
 def test_finetune_errors_name_what_is_missing(cache, tmp_path):
   config = _finetune_config('tasks=infant,runlocal', '')
   with pytest.raises(train.TrainingError, match='--config.init_from=RUN'):

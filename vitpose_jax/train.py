@@ -129,7 +129,9 @@ def _init_from(model: models.VitPose, path: str,
       if np.shape(x) != np.shape(y):
         raise TrainingError(f'init_from {path}: {where} has shape {np.shape(x)}, the model '
                             f'needs {np.shape(y)}')
-      return x
+      # A copy: one source array may start several tasks, and the train step donates its state,
+      # which must not hold one buffer twice.
+      return np.array(x)
     return jax.tree.map(check, a, b)
 
   for key in ('patch_embed', 'pos_embed', 'last_norm'):
