@@ -59,6 +59,7 @@ def main(argv=None):
     common.run(common.config('multitask', f'variant={args.teacher},tasks={args.tasks},scratch',
                  {**data, **quiet, 'total_steps': args.teacher_steps}),
          teacher, train.train_and_evaluate)
+  teacher_size = tuple(models.ModelConfig.load(teacher).image_size)
   tokens = os.path.join(runs, 'tokens')
   common.run(common.config('distill', f'stage=tokens,tokens={args.tokens},tasks={args.tasks}',
                {**data, **quiet, 'total_steps': args.token_steps, 'teacher': teacher}),
@@ -67,10 +68,13 @@ def main(argv=None):
   for seed in range(args.seeds):
     for arm, (kd, use_tokens) in ARMS.items():
       slug = arm.strip('+ ').replace(' ', '_')
+      # Heatmap distillation compares heatmaps cell by cell: the student takes the teacher's
+      # input size.
       config = common.config('distill', f'stage=student,student={args.student},kd={kd},'
                        f'tasks={args.tasks}',
                        {**data, **quiet, 'total_steps': args.student_steps, 'seed': seed,
-                        'teacher': teacher, 'tokens_from': tokens if use_tokens else ''})
+                        'teacher': teacher, 'tokens_from': tokens if use_tokens else '',
+                        'model.image_size': teacher_size})
       metrics = common.run(config, os.path.join(runs, f'{slug}-seed{seed}'), distill.run)
       results[arm].append({t: metrics[f'{t}/AP'] for t in tasks} | {'mean': metrics['mean/AP']})
 
