@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'config argument stage={arg.stage!r}: use tokens or student')
   if arg.tokens < 1:
     raise ValueError(f'config argument tokens={arg.tokens}: needs at least one token per task')
-  parts = [f'tasks={arg.tasks}', 'scratch'] + (['runlocal'] if arg.runlocal else [])
+  own = [f'tasks={arg.tasks}'] + (['runlocal'] if arg.runlocal else [])
+  parts = own + ['scratch']  # the multi-task config's arguments: never the shipped model
   multitask = configlib.sibling_config(__file__, 'multitask')
   if arg.stage == 'tokens':
     config = multitask.get_config(','.join(parts))
@@ -57,6 +58,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # What a smoke run trains when it is given no teacher (and, for stage 2, no tokens).
   config.teacher_config = (multitask.get_config(','.join(parts + ['variant=micro']))
                            if arg.runlocal else None)
-  config.tokens_config = (get_config(','.join(parts + ['stage=tokens', f'tokens={arg.tokens}']))
+  config.tokens_config = (get_config(','.join(own + ['stage=tokens', f'tokens={arg.tokens}']))
                           if arg.runlocal and arg.stage == 'student' else None)
   return config
