@@ -92,7 +92,8 @@ def write_results(out: str, command: str, preamble: str, header: Sequence[str],
 
 def bar_plot(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Sequence[str],
              path: str, ylabel: str):
-  """Grouped bars: ``table[arm][group] = (mean, std)``, one colour per arm, std as a line."""
+  """Grouped bars: ``table[arm][group] = (mean, std)``, one colour per arm, std as a line; an
+  arm without a group (not run there) leaves its slot empty."""
   from PIL import Image, ImageDraw
 
   arms = list(table)
@@ -102,10 +103,12 @@ def bar_plot(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Seq
   width = max(len(groups) * step + gap, gap + min(len(arms), 4) * 170)
   image = Image.new('RGB', (width, height + top + 60), 'white')
   draw = ImageDraw.Draw(image)
-  scale = max(max(m + s for m, s in table[arm].values()) for arm in arms) or 1.0
+  scale = max(m + s for arm in arms for m, s in table[arm].values()) or 1.0
   for g, group in enumerate(groups):
     x0 = gap + g * step
     for a, arm in enumerate(arms):
+      if group not in table[arm]:
+        continue
       mean, std = table[arm][group]
       x = x0 + a * bar
       y = top + height - height * mean / scale

@@ -173,8 +173,8 @@ def main(argv=None):
           + [cell(a, g, 'PCK@0.2') for a in present] for g in groups]
   text = common.write_results(args.out, '`, `'.join(commands), preamble, header, rows,
                               {'commands': commands, 'per_seed': results, 'table': table})
-  common.bar_plot({ARMS[a]: {g: table[a][g]['AP'] if g in table[a] else (0.0, 0.0)
-                             for g in groups} for a in present}, groups,
+  common.bar_plot({ARMS[a]: {g: table[a][g]['AP'] for g in groups if g in table[a]}
+                   for a in present}, groups,
                   os.path.join(args.out, 'ap.png'), 'test AP')
   print(text)
 
