@@ -44,6 +44,15 @@ def run(cfg, workdir: str, runner: Callable) -> dict:
   return runner(cfg, workdir)
 
 
+def flip_only() -> dict:
+  """Overrides leaving flip as the only augmentation: configs/multitask.py's FLIP_ONLY, the
+  recipe of its default (adapting) run."""
+  from vitpose_jax import configlib
+
+  multitask = configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), 'multitask')
+  return {f'data.augment.{k}': v for k, v in multitask.FLIP_ONLY.items()}
+
+
 def population(task: str) -> str:
   from vitpose_jax import configlib
 

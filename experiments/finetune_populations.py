@@ -38,14 +38,12 @@ import common
 # key: label in the table
 ARMS = {'scratch': 'scratch', 'finetune': 'fine-tune',
         'finetune-fresh': 'fine-tune, fresh keypoint layer'}
-FLIP_ONLY = {'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.0,
-             'data.augment.rotation_prob': 0.0, 'data.augment.jitter_prob': 0.0}
 
 
 def arm_config(arm: str, target: str, args, data: dict, seed: int):
   from vitpose_jax import models
 
-  base = {**common.QUIET, **data, **FLIP_ONLY, 'total_steps': args.steps, 'seed': seed,
+  base = {**common.QUIET, **data, **common.flip_only(), 'total_steps': args.steps, 'seed': seed,
           'evals': {}, 'checkpoint.best_metric': ''}
   if arm == 'scratch':
     source = models.ModelConfig.load(args.pretrained)

@@ -25,8 +25,7 @@ import os
 
 import common
 
-FLIP_ONLY = {'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.0,
-             'data.augment.rotation_prob': 0.0, 'data.augment.jitter_prob': 0.0}
+FLIP_ONLY = common.flip_only()
 LIGHT = {'data.augment.half_body_prob': 0.0, 'data.augment.scale_factor': 0.25,
          'data.augment.rotation_factor': 20.0, 'data.augment.rotation_prob': 0.3,
          'data.augment.jitter_prob': 0.3, 'data.augment.jitter_factor': 0.2}
