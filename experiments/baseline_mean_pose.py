@@ -29,8 +29,8 @@ def mean_pose(records, k: int) -> np.ndarray:
   total, count = np.zeros((k, 2)), np.zeros((k, 1))
   for r in records:
     matrix = transforms.udp_warp_matrix(r['center'], r['scale'], 0.0, IMAGE_SIZE)
-    xy = transforms.warp_points(r['keypoints'][:, :2].astype(np.float64), matrix)
-    labelled = r['keypoints'][:, 2:] > 0
+    xy = transforms.warp_points(r['keypoints'].astype(np.float64), matrix)
+    labelled = r['keypoints_visible'][:, None] > 0
     total += np.where(labelled, xy, 0)
     count += labelled
   return total / np.maximum(count, 1)

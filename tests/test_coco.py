@@ -32,6 +32,11 @@ def _annotation(ann_id, image_id=1, k=17, **overrides):
   return ann
 
 
+def _triplets(record):
+  """A record's labels as the file holds them: (K, 3) [x, y, v]."""
+  return np.concatenate([record['keypoints'], record['keypoints_visible'][:, None]], axis=1)
+
+
 def _write(tmp_path, annotations, images=None, categories=None):
   img_dir = tmp_path / 'images'
   img_dir.mkdir(exist_ok=True)
@@ -51,9 +56,10 @@ def test_records_hold_box_centre_scale_and_keypoints(tmp_path):
   (record,), report = coco.read_coco(path, images, COCO17)
   assert report.kept == 1 and report.skipped == 0
   assert record['instance_id'] == 7 and record['image_id'] == 1
-  assert record['keypoints'].shape == (17, 3) and record['keypoints'].dtype == np.float32
-  np.testing.assert_allclose(record['keypoints'].reshape(-1), _annotation(7)['keypoints'],
-                             rtol=1e-6)
+  assert record['keypoints'].shape == (17, 2) and record['keypoints'].dtype == np.float32
+  assert record['keypoints_visible'].shape == (17,)
+  assert record['keypoints_visible'].dtype == np.float32
+  np.testing.assert_allclose(_triplets(record).reshape(-1), _annotation(7)['keypoints'], rtol=1e-6)
   # As the official loader: the box [5, 8, 50, 66] covers pixels 5..54 × 8..73, i.e. [5, 8, 49, 65]
   # between pixel centres; 49 > 0.75 · 65, so the height grows to 49 / 0.75; then padding 1.25.
   np.testing.assert_allclose(record['bbox'], [5, 8, 49, 65])
@@ -81,7 +87,7 @@ def test_wholebody_split_fields_assemble_in_schema_order(tmp_path):
                     righthand_kpts=flat[112:133].reshape(-1).tolist())
   path, images = _write(tmp_path, [ann])
   (record,), _ = coco.read_coco(path, images, wb)
-  np.testing.assert_array_equal(record['keypoints'], flat.astype(np.float32))
+  np.testing.assert_array_equal(_triplets(record), flat.astype(np.float32))
 
 
 def test_labels_are_placed_by_category_keypoint_names(tmp_path):
@@ -89,9 +95,9 @@ def test_labels_are_placed_by_category_keypoint_names(tmp_path):
   cats = [{'id': 1, 'name': 'person', 'keypoints': list(COCO17.keypoints)}]
   path, images = _write(tmp_path, [_annotation(1)], categories=cats)
   (record,), _ = coco.read_coco(path, images, skeletons.get('wheelchair23'))
-  np.testing.assert_allclose(record['keypoints'][:17].reshape(-1), _annotation(1)['keypoints'],
+  np.testing.assert_allclose(_triplets(record)[:17].reshape(-1), _annotation(1)['keypoints'],
                              rtol=1e-6)
-  assert (record['keypoints'][17:] == 0).all()
+  assert (_triplets(record)[17:] == 0).all()
 
 
 def _bad_cases():
@@ -186,7 +192,8 @@ def test_packing_round_trips_through_tfds_array_record(tmp_path):
   records, _ = coco.read_coco(path, img_dir, COCO17)
   for r in records:
     got = by_index[r['annotation_index']]
-    for key in ('image_index', 'bbox', 'center', 'scale', 'keypoints', 'image_size'):
+    for key in ('image_index', 'bbox', 'center', 'scale', 'keypoints', 'keypoints_visible',
+                'image_size'):
       np.testing.assert_array_equal(got[key], r[key])
   # Decoded straight to PIL (the crop warps it as it is), with the files' pixels.
   assert all(by_index[i]['image'].mode == 'RGB' for i in by_index)

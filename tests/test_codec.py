@@ -59,8 +59,7 @@ def subpixel_peak(heatmap):
 def test_peak_at_subpixel_keypoint():
   rng = np.random.default_rng(0)
   xy = rng.uniform([8, 8], [IMAGE[1] - 9, IMAGE[0] - 9], size=(17, 2))
-  keypoints = np.concatenate([xy, np.ones((17, 1))], axis=1).astype(np.float32)
-  heatmaps, weights = codec.udp_targets(keypoints)
+  heatmaps, weights = codec.udp_targets(xy.astype(np.float32), np.ones(17, np.float32))
   heatmaps = np.asarray(heatmaps)
   np.testing.assert_array_equal(weights, 1.0)
   for k in range(17):
@@ -70,7 +69,7 @@ def test_peak_at_subpixel_keypoint():
 
 def test_udp_scale_maps_corner_centres_onto_each_other():
   corners = np.array([[0, 0, 1], [IMAGE[1] - 1, IMAGE[0] - 1, 1]], np.float32)
-  heatmaps, _ = codec.udp_targets(corners)
+  heatmaps, _ = codec.udp_targets(corners[:, :2], corners[:, 2])
   assert heatmaps[0, 0, 0] == 1.0
   assert heatmaps[HEATMAP[0] - 1, HEATMAP[1] - 1, 1] == 1.0
 
@@ -81,7 +80,7 @@ def test_matches_mmpose_loop_including_borders():
   xy = rng.uniform([-40, -40], [IMAGE[1] + 40, IMAGE[0] + 40], size=(200, 2))
   w = (rng.random((200, 1)) > 0.2).astype(np.float32)
   keypoints = np.concatenate([xy, w], axis=1).astype(np.float32)
-  heatmaps, weights = codec.udp_targets(keypoints)
+  heatmaps, weights = codec.udp_targets(keypoints[:, :2], keypoints[:, 2])
   ref_maps, ref_weights = mmpose_udp(keypoints)
   np.testing.assert_array_equal(weights, ref_weights)
   np.testing.assert_allclose(heatmaps, ref_maps, atol=1e-5)
@@ -96,13 +95,14 @@ def test_matches_mmpose_loop_including_borders():
     (100.0, -60.0, 0.0),  # far above
 ])
 def test_overlap_rule_at_the_borders(x, y, expect):
-  heatmaps, weights = codec.udp_targets(np.array([[x, y, 1.0]], np.float32))
+  heatmaps, weights = codec.udp_targets(np.array([[x, y]], np.float32), np.ones(1, np.float32))
   assert float(weights[0]) == expect
   assert (float(heatmaps.max()) > 0) == bool(expect)
 
 
 def test_unlabelled_keypoint_has_no_map():
-  heatmaps, weights = codec.udp_targets(np.array([[100.0, 120.0, 0.0]], np.float32))
+  heatmaps, weights = codec.udp_targets(np.array([[100.0, 120.0]], np.float32),
+                                        np.zeros(1, np.float32))
   assert float(weights[0]) == 0.0
   assert float(jnp.abs(heatmaps).max()) == 0.0
 
@@ -110,13 +110,13 @@ def test_unlabelled_keypoint_has_no_map():
 def test_batched_shapes_sizes_and_jit():
   keypoints = np.random.default_rng(2).uniform(0, 100, size=(2, 3, 5, 3)).astype(np.float32)
   keypoints[..., 2] = 1.0
-  fn = jax.jit(lambda k: codec.udp_targets(k, image_size=(128, 96), heatmap_size=(32, 24),
-                                           sigma=1.0))
-  heatmaps, weights = fn(keypoints)
+  fn = jax.jit(lambda k, w: codec.udp_targets(k, w, image_size=(128, 96), heatmap_size=(32, 24),
+                                              sigma=1.0))
+  heatmaps, weights = fn(keypoints[..., :2], keypoints[..., 2])
   assert heatmaps.shape == (2, 3, 32, 24, 5) and heatmaps.dtype == jnp.float32
   assert weights.shape == (2, 3, 5) and weights.dtype == jnp.float32
-  single, _ = codec.udp_targets(keypoints[1, 2], image_size=(128, 96), heatmap_size=(32, 24),
-                                sigma=1.0)
+  single, _ = codec.udp_targets(keypoints[1, 2, :, :2], keypoints[1, 2, :, 2],
+                                image_size=(128, 96), heatmap_size=(32, 24), sigma=1.0)
   np.testing.assert_allclose(heatmaps[1, 2], single, atol=1e-6)
 
 

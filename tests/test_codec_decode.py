@@ -99,7 +99,8 @@ def test_decodes_subpixel_gaussians_in_heatmap_pixels():
 def test_udp_targets_round_trip_within_0_05_crop_pixels():
   rng = np.random.default_rng(1)
   keypoints = random_crop_keypoints(rng, 4 * 17).reshape(4, 17, 3)
-  heatmaps, _ = codec.udp_targets(keypoints, image_size=IMAGE, heatmap_size=HEATMAP)
+  heatmaps, _ = codec.udp_targets(keypoints[..., :2], keypoints[..., 2], image_size=IMAGE,
+                                  heatmap_size=HEATMAP)
   coords, _ = codec.decode_heatmaps(heatmaps)
   crop = codec.heatmap_to_crop(coords, image_size=IMAGE, heatmap_size=HEATMAP)
   np.testing.assert_allclose(crop, keypoints[..., :2], atol=0.05)
@@ -214,7 +215,8 @@ def test_decode_to_image_recovers_image_keypoints():
   crop = random_crop_keypoints(rng, 3 * 17).reshape(3, 17, 3)
   points = codec.crop_to_image(crop[..., :2].astype(np.float64), center, scale, rotation,
                                image_size=IMAGE)
-  heatmaps, _ = codec.udp_targets(crop, image_size=IMAGE, heatmap_size=HEATMAP)
+  heatmaps, _ = codec.udp_targets(crop[..., :2], crop[..., 2], image_size=IMAGE,
+                                  heatmap_size=HEATMAP)
   keypoints, scores = codec.decode_to_image(heatmaps, center, scale, rotation, image_size=IMAGE,
                                             heatmap_size=HEATMAP)
   # 0.05 crop pixels is 0.05 · scale / (size − 1) image pixels.
@@ -247,9 +249,9 @@ def equivariant_model(images, flip_index=FLIP_INDEX):
     side = 0.0 if i == j else (1.0 if i < j else -1.0)
     xs.append(cx + side * (4.0 + 3.0 * pair) * s)
     ys.append(cy + 5.0 * pair - 40.0)
-  keypoints = jnp.stack([jnp.stack(xs, -1), jnp.stack(ys, -1), jnp.ones_like(jnp.stack(xs, -1))],
-                        axis=-1)
-  return codec.udp_targets(keypoints, image_size=(h, w), heatmap_size=HEATMAP)[0]
+  keypoints = jnp.stack([jnp.stack(xs, -1), jnp.stack(ys, -1)], axis=-1)
+  return codec.udp_targets(keypoints, jnp.ones(keypoints.shape[:-1]), image_size=(h, w),
+                           heatmap_size=HEATMAP)[0]
 
 
 def test_flip_test_of_equivariant_model_is_unflipped_result():

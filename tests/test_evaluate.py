@@ -47,7 +47,7 @@ class _Oracle(Predictor):
 
   def heatmaps(self, task, pixels, *, flip_test=None):
     kps = np.stack([self.positions[tuple(np.round(c, 3))] for c in self._centers])
-    heatmaps, _ = codec.udp_targets(kps, image_size=self.config.image_size,
+    heatmaps, _ = codec.udp_targets(kps[..., :2], kps[..., 2], image_size=self.config.image_size,
                                     heatmap_size=self.config.heatmap_size)
     return np.asarray(heatmaps)
 
@@ -62,7 +62,7 @@ def _gt(task, cache):
 
 def _crop_truth(record, config):
   matrix = transforms.udp_warp_matrix(record['center'], record['scale'], 0.0, config.image_size)
-  return transforms.warp_points(record['keypoints'][:, :2].astype(np.float64), matrix)
+  return transforms.warp_points(record['keypoints'].astype(np.float64), matrix)
 
 
 def _coco_eval_directly(annotations, results, schema):
@@ -90,7 +90,7 @@ def test_evaluator_matches_cocoeval_on_hand_built_results(task, model, cache):
     # exactly 1, so every instance scores 1 and the ranking is the file order on both sides).
     noisy = _crop_truth(r, config) + rng.normal(0, 3 + 6 * rng.random(), (schema.num_keypoints, 2))
     grid = np.clip(np.round(noisy / to_crop), 2, [hm_w - 3, hm_h - 3])
-    labelled = (r['keypoints'][:, 2] > 0).astype(np.float32)
+    labelled = (r['keypoints_visible'] > 0).astype(np.float32)
     positions[tuple(np.round(r['center'], 3))] = np.concatenate(
         [grid * to_crop, labelled[:, None]], axis=1)
     image_xy = codec.crop_to_image(grid * to_crop, r['center'], r['scale'], 0.0,
@@ -111,7 +111,8 @@ def test_evaluator_matches_cocoeval_on_hand_built_results(task, model, cache):
 def test_perfect_predictions_score_ap_1(task, model, cache):
   schema, _, records = _gt(task, cache)
   positions = {tuple(np.round(r['center'], 3)): np.concatenate(
-      [_crop_truth(r, model.config), (r['keypoints'][:, 2:] > 0)], axis=1) for r in records}
+      [_crop_truth(r, model.config), (r['keypoints_visible'][:, None] > 0)], axis=1)
+      for r in records}
   got = run_evaluators({task: dict(type='keypoints', task=task, data=dict(
       source='synthetic', population=TASKS[task][0], num=NUM))}, _Oracle(model, positions),
       cache_dir=cache)
@@ -127,7 +128,8 @@ def test_perfect_predictions_score_ap_1(task, model, cache):
 def test_evaluate_cli_scores_a_results_file_and_a_run(model, cache, tmp_path):
   _, annotations, records = _gt('coco', cache)
   results = [{'image_id': r['image_id'], 'category_id': 1, 'score': 1.0,
-              'keypoints': r['keypoints'].ravel().tolist()} for r in records]
+              'keypoints': np.concatenate([r['keypoints'], r['keypoints_visible'][:, None]],
+                                          axis=1).ravel().tolist()} for r in records]
   (tmp_path / 'dt.json').write_text(json.dumps(results))
   out = subprocess.run([sys.executable, '-m', 'vitpose_jax.evaluate', '--gt', annotations,
                         '--results', str(tmp_path / 'dt.json'), '--schema', 'coco17'],
@@ -159,10 +161,10 @@ def test_detector_boxes_go_through_oks_nms_and_are_reported(model, cache, tmp_pa
   positions = {}
   for a in anns:
     center, scale = coco.box_to_center_scale(a['bbox'])
-    r = {'center': center, 'scale': scale, 'keypoints': coco.annotation_keypoints(
-        a, skeletons.get('coco17'))}
+    labels = coco.annotation_keypoints(a, skeletons.get('coco17'))
+    r = {'center': center, 'scale': scale, 'keypoints': labels[:, :2]}
     positions[tuple(np.round(center, 3))] = np.concatenate(
-        [_crop_truth(r, config), (r['keypoints'][:, 2:] > 0)], axis=1)
+        [_crop_truth(r, config), (labels[:, 2:] > 0)], axis=1)
   got = KeypointEvaluator(task='coco', data=dict(source='synthetic', population='adult', num=NUM),
                           detections=str(tmp_path / 'dets.json'), cache_dir=cache).run(
       _Oracle(model, positions))

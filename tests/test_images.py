@@ -228,10 +228,10 @@ class _DotFinder(Predictor):
     for b in brightness:
       weight = b - b.min()
       ys, xs = np.nonzero(weight >= 0.5 * weight.max())
-      peaks.append([xs.mean(), ys.mean(), 1.0])
+      peaks.append([xs.mean(), ys.mean()])
     k = self.config.task(task).num_keypoints
     heatmaps, _ = codec.udp_targets(np.repeat(np.array(peaks)[:, None], k, axis=1),
-                                    image_size=self.config.image_size,
+                                    np.ones((len(peaks), k)), image_size=self.config.image_size,
                                     heatmap_size=self.config.heatmap_size)
     return np.asarray(heatmaps)
 

@@ -190,7 +190,8 @@ def test_pckh_by_hand():
 def test_pck_metrics_pairs_results_with_records():
   s, pred, gt = _infant_case()
   boxes = np.array([[0, 0, 200, 200], [0, 0, 100, 100], [0, 0, 50, 50]], np.float64)
-  records = [{'instance_id': 10 + i, 'bbox': boxes[i], 'keypoints': gt[i]} for i in range(3)]
+  records = [{'instance_id': 10 + i, 'bbox': boxes[i], 'keypoints': gt[i, :, :2],
+              'keypoints_visible': gt[i, :, 2]} for i in range(3)]
   results = [{'image_id': 1, 'category_id': 1, 'instance_id': 10 + i, 'score': 1.0,
               'keypoints': np.concatenate([pred[i], np.ones((s.num_keypoints, 1))], 1)
               .reshape(-1).tolist()} for i in (2, 0, 1)]
@@ -202,7 +203,9 @@ def test_pck_metrics_pairs_results_with_records():
   coco_results = [{'instance_id': i, 'keypoints': np.concatenate(
       [PCK_PRED[i], np.ones((3, 1))], 1).tolist() + [[0, 0, 0]] * 14} for i in range(2)]
   coco_records = [{'instance_id': i, 'bbox': PCK_BOXES[i],
-                   'keypoints': np.concatenate([PCK_GT[i], np.zeros((14, 3))])} for i in range(2)]
+                   'keypoints': np.concatenate([PCK_GT[i, :, :2], np.zeros((14, 2))]),
+                   'keypoints_visible': np.concatenate([PCK_GT[i, :, 2], np.zeros(14)])}
+                  for i in range(2)]
   assert evaluation.pck_metrics(coco_records, coco_results, coco) == {'PCK@0.2': 0.5}
   with pytest.raises(ValueError, match='no result'):
     evaluation.pck_metrics(records, results[:2], s)

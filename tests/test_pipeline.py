@@ -146,14 +146,16 @@ def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path)
   for t in want:
     np.testing.assert_array_equal(got[t]['image'], want[t]['image'])
     np.testing.assert_array_equal(got[t]['keypoints'], want[t]['keypoints'])
+    np.testing.assert_array_equal(got[t]['keypoint_weights'], want[t]['keypoint_weights'])
   for task, k in (('coco', 17), ('infant', 25)):
     b = batch[task]
     assert b['image'].shape == (tasks[0].batch_size if task == 'coco' else 2, 256, 192, 3)
     # uint8 crops, not blank: the model normalises them.
     assert b['image'].dtype == np.uint8 and b['image'].std() > 10
-    assert b['keypoints'].shape[1:] == (k, 3)
-    assert set(np.unique(b['keypoints'][..., 2])) <= {0.0, 1.0}
-    heatmaps, weights = codec.udp_targets(b['keypoints'])
+    assert b['keypoints'].shape[1:] == (k, 2) and b['keypoint_weights'].shape[1:] == (k,)
+    assert set(np.unique(b['keypoint_weights'])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(b['keypoint_weights'], b['keypoints_visible'] > 0)
+    heatmaps, weights = codec.udp_targets(b['keypoints'], b['keypoint_weights'])
     assert heatmaps.shape == (b['keypoints'].shape[0], 64, 48, k)
     assert float(weights.sum()) > 0
   # The cache is reused: a second open generates and packs nothing new.

@@ -311,7 +311,7 @@ def test_a_labelled_point_the_schema_lacks_is_counted_and_reported(tmp_path):
   aic = skeletons.get('aic14')
   records, report = coco.read_coco(path, images, aic)
   assert len(records) == len(PEOPLE)
-  assert all(r['keypoints'][aic.index('head_top'), 2] == 0 for r in records)
+  assert all(r['keypoints_visible'][aic.index('head_top')] == 0 for r in records)
   labelled = int((labels[:, 12, 2] > 0).sum())
   assert labelled > 0 and report.unplaced == {"'head'": labelled}
   assert (f"labelled keypoints the schema has no place for, dropped from kept instances: 'head' "
@@ -336,8 +336,9 @@ def test_humanart_gives_its_extra_points_to_a_schema_that_has_them(tmp_path):
                                        [.05] * 21)
   records, _ = coco.read_coco(path, images, humanart21)
   for record, ann in zip(records, data['annotations']):
-    np.testing.assert_array_equal(record['keypoints'].reshape(-1),
-                                  np.float32(ann['keypoints_21']))
+    np.testing.assert_array_equal(
+        np.concatenate([record['keypoints'], record['keypoints_visible'][:, None]], 1).reshape(-1),
+        np.float32(ann['keypoints_21']))
 
 
 def test_other_categories_are_counted_even_when_reading_strictly(tmp_path):

@@ -25,7 +25,8 @@ def make_sample(seed=0, height=480, width=640, num_keypoints=17):
       'center': np.array([320.0, 240.0], np.float32),
       'scale': np.array([300.0, 400.0], np.float32),
       'bbox': np.array([200.0, 60.0, 240.0, 360.0], np.float32),
-      'keypoints': keypoints,
+      'keypoints': keypoints[:, :2].copy(),
+      'keypoints_visible': keypoints[:, 2].copy(),
       'image_id': np.int64(7),
       'instance_id': np.int64(11),
   }
@@ -56,13 +57,15 @@ def test_flip_is_an_involution_and_swaps_the_schema_pairs():
   assert flipped['image'] is sample['image'] and flipped['flipped']
   for left, right in COCO.flip_pairs:
     for a, b in ((left, right), (right, left)):
-      np.testing.assert_array_equal(flipped['keypoints'][a, 1:], sample['keypoints'][b, 1:])
+      assert flipped['keypoints'][a, 1] == sample['keypoints'][b, 1]
+      assert flipped['keypoints_visible'][a] == sample['keypoints_visible'][b]
       assert flipped['keypoints'][a, 0] == width - 1 - sample['keypoints'][b, 0]
   unpaired = sorted(set(range(17)) - {i for p in COCO.flip_pairs for i in p})
   assert unpaired == [0]  # the nose stays, mirrored
   assert flipped['center'][0] == width - 1 - sample['center'][0]
   twice = T.flip_sample(flipped, COCO.flip_index)
   assert not twice['flipped']
+  np.testing.assert_array_equal(twice['keypoints_visible'], sample['keypoints_visible'])
   for key in ('keypoints', 'center', 'scale', 'bbox'):  # x → W − 1 − x twice, up to float32
     np.testing.assert_allclose(twice[key], sample[key], rtol=0, atol=1e-4)
 
@@ -70,13 +73,14 @@ def test_flip_is_an_involution_and_swaps_the_schema_pairs():
 def test_flip_moves_pixels_with_keypoints():
   points = np.array([[8.0, 7.0], [30.3, 15.6]])
   image = blob_image(points, 24, 40, sigma=1.5)
-  keypoints = np.concatenate([points, np.ones((2, 1))], axis=1).astype(np.float32)
   # The box spanning the image's first to last pixel centre: the crop is the (mirrored) image.
-  sample = {'image': image, 'keypoints': keypoints, 'center': np.array([19.5, 11.5], np.float32),
+  sample = {'image': image, 'keypoints': points.astype(np.float32),
+            'keypoints_visible': np.ones(2, np.float32),
+            'center': np.array([19.5, 11.5], np.float32),
             'scale': np.array([39.0, 23.0], np.float32)}
   out = T.AffineCrop((24, 40)).map(T.flip_sample(sample, (0, 1)))
   np.testing.assert_array_equal(out['image'], image[:, ::-1])
-  for x, y, _ in out['keypoints']:
+  for x, y in out['keypoints']:
     np.testing.assert_allclose(centroid(out['image'], x, y, radius=6), (x, y), atol=0.05)
 
 
@@ -97,7 +101,8 @@ def test_flip_folded_into_the_crop_matches_cropping_a_mirrored_image(seed):
   assert set(folded) == set(reference)
   diff = np.abs(folded['image'].astype(int) - reference['image'].astype(int))
   assert diff.max() <= 1 and diff.mean() < 0.01
-  for key in ('keypoints', 'center', 'scale', 'rotation'):
+  for key in ('keypoints', 'keypoints_visible', 'keypoint_weights', 'center', 'scale',
+              'rotation'):
     np.testing.assert_array_equal(folded[key], reference[key])
 
 
@@ -147,12 +152,13 @@ def test_affine_crop_moves_pixels_with_keypoints(seed, rotation, scale):
   sigma = 2.0 * scale[0] / (INPUT[1] - 1)
   for point in center + rng.uniform(-0.35, 0.35, size=(4, 2)) * scale:
     sample = {'image': blob_image([point], height, width, sigma),
-              'keypoints': np.array([[*point, 2.0]], np.float32), 'center': center,
+              'keypoints': np.array([point], np.float32),
+              'keypoints_visible': np.array([2.0], np.float32), 'center': center,
               'scale': scale, 'rotation': np.float32(rotation), 'bbox': np.zeros(4, np.float32),
               'extra': 'kept'}
     out = crop.map(sample)
     assert out['image'].shape == (*INPUT, 3) and 'bbox' not in out and out['extra'] == 'kept'
-    x, y, w = out['keypoints'][0]
+    (x, y), w = out['keypoints'][0], out['keypoint_weights'][0]
     assert w == 1.0 and 10 <= x <= INPUT[1] - 11 and 10 <= y <= INPUT[0] - 11
     # A half-pixel convention slip would show as a ~0.5 px offset; bilinear resampling and uint8
     # rounding of a 2 px blob move its centroid by a few hundredths.
@@ -175,12 +181,24 @@ def test_a_pil_image_crops_exactly_as_its_array(flip):
 
 def test_affine_crop_keeps_weight_from_labels_only():
   sample = make_sample()
-  sample['keypoints'][0] = [5.0, 5.0, 2.0]  # labelled, far outside the crop
-  sample['keypoints'][1, 2] = 0.0
+  sample['keypoints'][0] = [5.0, 5.0]  # labelled, far outside the crop
+  sample['keypoints_visible'][:2] = [2.0, 0.0]
   out = T.AffineCrop(INPUT).map(sample)
-  assert out['keypoints'][0, 2] == 1.0 and out['keypoints'][0, 0] < 0
-  assert out['keypoints'][1, 2] == 0.0
+  assert out['keypoint_weights'][0] == 1.0 and out['keypoints'][0, 0] < 0
+  assert out['keypoint_weights'][1] == 0.0
+  np.testing.assert_array_equal(out['keypoints_visible'], sample['keypoints_visible'])
+  np.testing.assert_array_equal(out['keypoint_weights'], sample['keypoints_visible'] > 0)
   assert out['rotation'] == 0.0
+
+
+def test_affine_crop_of_an_unlabelled_sample_is_the_same_image():
+  # Inference crops carry no labels: the crop needs none and adds no keypoint keys.
+  sample = make_sample()
+  bare = {k: v for k, v in sample.items() if k not in ('keypoints', 'keypoints_visible')}
+  crop = T.AffineCrop(INPUT)
+  out = crop.map(bare)
+  assert not {'keypoints', 'keypoints_visible', 'keypoint_weights'} & set(out)
+  np.testing.assert_array_equal(out['image'], crop.map(sample)['image'])
 
 
 def test_half_body_box_contains_the_chosen_joints():
@@ -190,7 +208,7 @@ def test_half_body_box_contains_the_chosen_joints():
   chosen = []
   for seed in range(60):
     sample = make_sample(seed)
-    sample['keypoints'][:, 2] = 2
+    sample['keypoints_visible'][:] = 2
     out = half.random_map(sample, rng)
     # The centre is the mean of the chosen part's labelled joints, which names the part.
     means = {p: sample['keypoints'][ids, :2].mean(axis=0) for p, ids in parts.items()}
@@ -212,8 +230,8 @@ def test_half_body_box_contains_the_chosen_joints():
 def test_half_body_needs_more_than_min_joints():
   half = T.HalfBody(COCO, INPUT, T.AugmentConfig(half_body_prob=1.0))
   sample = make_sample()
-  sample['keypoints'][:, 2] = 0
-  sample['keypoints'][:8, 2] = 2  # exactly half_body_min_joints: mmpose needs more
+  sample['keypoints_visible'][:] = 0
+  sample['keypoints_visible'][:8] = 2  # exactly half_body_min_joints: mmpose needs more
   assert half.random_map(sample, np.random.default_rng(0)) is sample
 
 
@@ -245,7 +263,7 @@ def test_centre_jitter_bounds():
 
 def test_color_jitter_changes_only_pixels():
   config = T.AugmentConfig(brightness=0.4, contrast=0.4, saturation=0.4)
-  sample = {'image': make_sample()['image'][:64, :48], 'keypoints': np.zeros((17, 3), np.float32)}
+  sample = {'image': make_sample()['image'][:64, :48], 'keypoints': np.zeros((17, 2), np.float32)}
   out = T.ColorJitter(config).random_map(sample, np.random.default_rng(0))
   assert out['image'].dtype == np.uint8 and out['image'].shape == (64, 48, 3)
   assert not np.array_equal(out['image'], sample['image'])
@@ -253,7 +271,8 @@ def test_color_jitter_changes_only_pixels():
   np.testing.assert_array_equal(T.color_jitter(sample['image'], 1.0, 1.0, 1.0), sample['image'])
 
 
-EXPECTED = {'image': ((256, 192, 3), np.uint8), 'keypoints': ((17, 3), np.float32),
+EXPECTED = {'image': ((256, 192, 3), np.uint8), 'keypoints': ((17, 2), np.float32),
+            'keypoints_visible': ((17,), np.float32), 'keypoint_weights': ((17,), np.float32),
             'center': ((2,), np.float32), 'scale': ((2,), np.float32),
             'rotation': ((), np.float32), 'image_id': ((), np.int64),
             'instance_id': ((), np.int64)}
@@ -281,7 +300,7 @@ def test_train_pipeline_output(config):
     assert set(out) == set(EXPECTED)
     for key, (shape, dtype) in EXPECTED.items():
       assert np.shape(out[key]) == shape and np.asarray(out[key]).dtype == dtype, key
-    assert set(np.unique(out['keypoints'][:, 2])) <= {0.0, 1.0}
+    assert set(np.unique(out['keypoint_weights'])) <= {0.0, 1.0}
   for key, value in original.items():  # nothing was modified in place
     np.testing.assert_array_equal(sample[key], value)
 

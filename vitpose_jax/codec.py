@@ -1,8 +1,9 @@
 """Heatmap codec: UDP Gaussian targets, the heatmap MSE loss and DARK-UDP decoding.
 
-Layouts: keypoints (..., K, 3) are [x, y, w] in input-crop pixels, integer coordinates at pixel
-centres, x right, y down. Heatmaps are channels-last, (..., h, w, K), as the heads emit them.
-Sizes are (H, W), the project's convention; coordinates are (x, y).
+Layouts: keypoints (..., K, 2) are [x, y] in input-crop pixels, integer coordinates at pixel
+centres, x right, y down; their loss weights (..., K) come beside them. Heatmaps are
+channels-last, (..., h, w, K), as the heads emit them. Sizes are (H, W), the project's
+convention; coordinates are (x, y).
 
 Targets are made on device from the crop keypoints: shipping K maps per sample from the host would
 dominate host→device traffic for large schemas (WholeBody: 133 × 64 × 48 floats per sample).
@@ -25,6 +26,7 @@ import numpy as np
 
 def udp_targets(
     keypoints: jax.Array,
+    keypoint_weights: jax.Array,
     *,
     image_size: tuple[int, int] = (256, 192),
     heatmap_size: tuple[int, int] = (64, 48),
@@ -37,14 +39,15 @@ def udp_targets(
   is ``exp(−((i − μx)² + (j − μy)²) / (2σ²))`` at integer heatmap pixels (i, j) with the sub-pixel
   μ, truncated like mmpose to the window ``ul ≤ (i, j) < br`` where ``ul = int(round(μ) − 3σ)``,
   ``br = int(round(μ) + 3σ + 1)`` and ``round(μ) = int(μ + 0.5)`` (Python ``int``, toward zero).
-  The weight is the input w, set to 0 when that window misses the heatmap (``ul ≥ size`` or
+  The weight is the input weight, set to 0 when that window misses the heatmap (``ul ≥ size`` or
   ``br < 0`` on either axis); maps are zero wherever the weight is not positive.
 
   For non-integer 3σ mmpose's window centre drifts off μ by its integer arithmetic; here the
   Gaussian stays centred on μ and only the window bounds follow mmpose (identical for σ = 2).
 
   Args:
-    keypoints: (..., K, 3) [x, y, w] in input-crop pixels.
+    keypoints: (..., K, 2) [x, y] in input-crop pixels.
+    keypoint_weights: (..., K) loss weights (the crop's ``keypoint_weights``: 1 where labelled).
     image_size: model input (H, W).
     heatmap_size: heatmap (h, w).
     sigma: Gaussian standard deviation in heatmap pixels.
@@ -69,7 +72,7 @@ def udp_targets(
 
   gx, meets_x = axis(mu_x, hm_w)
   gy, meets_y = axis(mu_y, hm_h)
-  weights = jnp.where(meets_x & meets_y, keypoints[..., 2], 0.0)
+  weights = jnp.where(meets_x & meets_y, jnp.asarray(keypoint_weights, jnp.float32), 0.0)
   gx = jnp.where(weights[..., None] > 0, gx, 0.0)
   # The 2-D Gaussian is separable, so the (h, w) map is an outer product of the two axes.
   heatmaps = jnp.swapaxes(gy, -1, -2)[..., :, None, :] * jnp.swapaxes(gx, -1, -2)[..., None, :, :]

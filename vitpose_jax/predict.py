@@ -111,8 +111,7 @@ class Predictor:
     for box in boxes:
       center, scale = coco.box_to_center_scale(box, aspect_ratio=width / height)
       # The evaluation transforms themselves, so inference crops exactly as evaluation does.
-      sample = {'image': image, 'center': center, 'scale': scale,
-                'keypoints': np.zeros((skeleton.num_keypoints, 3), np.float32)}
+      sample = {'image': image, 'center': center, 'scale': scale}
       for step in steps:
         sample = step.map(sample)
       crops.append(sample['image'])

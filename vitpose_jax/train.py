@@ -39,7 +39,7 @@ from vitpose_jax import checkpoint, codec, models, optim, skeletons
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.draw import draw_pose
 
-_DEVICE_KEYS = ('image', 'keypoints')
+_DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights')
 
 
 class TrainingError(RuntimeError):
@@ -480,8 +480,8 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
 
 
 def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sharding) -> dict:
-  """A host batch as the step takes it: each task's images and keypoints as global arrays
-  (batch axis over ``sharding``) made from this process's share."""
+  """A host batch as the step takes it: each task's images, keypoints and keypoint weights as
+  global arrays (batch axis over ``sharding``) made from this process's share."""
   return {t: {k: jax.make_array_from_process_local_data(sharding, np.asarray(b[k]))
               for k in _DEVICE_KEYS} for t, b in batch.items()}
 
@@ -517,7 +517,8 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                     sharding: jax.sharding.Sharding, teacher_graphdef=None):
   """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
   (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
-  ``{task: {'image', 'keypoints'}}``; ``teacher_state`` is None without heatmap distillation."""
+  ``{task: {'image', 'keypoints', 'keypoint_weights'}}``; ``teacher_state`` is None without
+  heatmap distillation."""
   image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
@@ -540,8 +541,9 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       heatmaps, _ = net(images, train=train_mode, rng=step_rng)
       losses = {}
       for t, b in batch.items():
-        target, weight = codec.udp_targets(b['keypoints'], image_size=image_size,
-                                           heatmap_size=heatmap_size, sigma=sigma)
+        target, weight = codec.udp_targets(b['keypoints'], b['keypoint_weights'],
+                                           image_size=image_size, heatmap_size=heatmap_size,
+                                           sigma=sigma)
         losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
       total = sum(loss_weights[t] * losses[t] for t in losses)
       if teacher_state is not None:

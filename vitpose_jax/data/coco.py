@@ -573,7 +573,8 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
       'bbox': clipped,
       'center': center,
       'scale': scale,
-      'keypoints': keypoints.astype(np.float32),
+      'keypoints': keypoints[:, :2].astype(np.float32),
+      'keypoints_visible': keypoints[:, 2].astype(np.float32),
       'image_size': np.array([width, height], np.int32),
   }, unplaced
 
@@ -594,7 +595,8 @@ def read_coco(
   positions in the file's ``images`` and ``annotations``), ``category_id`` (as the file writes
   it: results carry it), ``bbox`` float32 (4,) [x, y, w, h] clipped to the image, ``center`` /
   ``scale`` float32 (2,) (x, y) and (w, h) in pixels (padding 1.25 at ``aspect_ratio`` = w / h),
-  ``keypoints`` float32 (K, 3) [x, y, v] in schema order (:func:`annotation_keypoints`),
+  ``keypoints`` float32 (K, 2) [x, y] and ``keypoints_visible`` float32 (K,) (COCO's v: 2
+  visible, 1 occluded, 0 unlabelled) in schema order (:func:`annotation_keypoints`' columns),
   ``image_size`` int32 (2,) (width, height).
 
   Skipped (or, with ``strict``, an error naming file and annotation id): crowd annotations, an

@@ -53,6 +53,8 @@ def _features(num_keypoints: int):
       'bbox': tensor(shape=(4,), dtype=np.float32),
       'center': tensor(shape=(2,), dtype=np.float32),
       'scale': tensor(shape=(2,), dtype=np.float32),
+      # COCO's [x, y, v] triplets, as the annotation file holds them: records split them into
+      # keypoints and keypoints_visible (packed and read back in PoseInstances, DecodedSource).
       'keypoints': tensor(shape=(num_keypoints, 3), dtype=np.float32),
       'image_size': tensor(shape=(2,), dtype=np.int32),
   })
@@ -95,7 +97,9 @@ def _builder_class():
     def _generate_examples(self, records):
       for r in records:
         example = {k: r[k] for k in ('image_index', 'annotation_index', 'bbox', 'center',
-                                     'scale', 'keypoints', 'image_size')}
+                                     'scale', 'image_size')}
+        example['keypoints'] = np.concatenate(
+            [r['keypoints'], r['keypoints_visible'][:, None]], axis=1)
         # The record's image_size picks the orientation read_coco checked the labels against.
         example['image'] = packed_bytes(r['image_path'], tuple(int(v) for v in r['image_size']))
         yield r['annotation_index'], example
@@ -106,8 +110,9 @@ def _builder_class():
 class DecodedSource:
   """Random access to a packed split: instance dicts whose ``image`` is a decoded RGB PIL image,
   with ``image_index`` and ``annotation_index`` (int64: positions in the annotation file's
-  ``images`` and ``annotations``, which lead back to the file's own ids) and the geometry and
-  keypoints of :func:`vitpose_jax.data.coco.read_coco`'s records.
+  ``images`` and ``annotations``, which lead back to the file's own ids) and the geometry,
+  ``keypoints`` (K, 2) and ``keypoints_visible`` (K,) of :func:`vitpose_jax.data.coco.read_coco`'s
+  records (the storage keeps COCO's (K, 3) [x, y, v] triplets; they are split here).
 
   PIL rather than numpy: the crop warps it in PIL, and the round trip through an (H, W, 3) array
   would copy every pixel twice more than decoding itself writes them.
@@ -121,7 +126,9 @@ class DecodedSource:
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self._records[index]
-    return {**record, 'image': decode_packed(record['image'])}
+    triplets = record['keypoints']
+    return {**record, 'image': decode_packed(record['image']), 'keypoints': triplets[:, :2],
+            'keypoints_visible': triplets[:, 2]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -260,6 +260,10 @@ def train_dataset(tasks: Sequence[TaskData], *, seed: int, process_index: int = 
 
   Every host walks the same shuffled global stream and takes its own slice of each global batch,
   so the global batches (and with them the losses) do not depend on how many hosts share them.
+  A task's n samples come stacked per key as the transforms leave them: after the crop ``image``
+  uint8 (n, H, W, 3), ``keypoints`` float32 (n, K, 2) in crop pixels, ``keypoints_visible`` and
+  ``keypoint_weights`` float32 (n, K), the crop's ``center``, ``scale`` and ``rotation``, and the
+  record's other keys (docs/design.md, *Batches*).
   """
   streams = {}
   for task in tasks:

@@ -3,12 +3,13 @@
 A sample is a dict per person instance. In: ``image`` uint8 (H, W, 3) RGB, as an array or as an
 RGB PIL image (the packed sources' form: it goes into the crop's warp as it is); ``center``
 float32 (2,) (x, y) and ``scale`` float32 (2,) (w, h) in pixels (the box padded and at the
-model's aspect); ``bbox`` float32 (4,) [x, y, w, h]; ``keypoints`` float32 (K, 3) [x, y, v],
-v = 2 visible, 1 occluded, 0 unlabelled. Out (after :class:`AffineCrop`): ``image`` uint8
-(H_in, W_in, 3) RGB array; ``keypoints`` float32 (K, 3) [x, y, w] in crop pixels with w = 1 where
-labelled; ``center``, ``scale``, ``rotation`` (float32 degrees) of the crop that was taken. Keys a
-transform does not know pass through untouched, and no transform mutates its input (a grain
-source may hand out the same dict again).
+model's aspect); ``bbox`` float32 (4,) [x, y, w, h]; ``keypoints`` float32 (K, 2) [x, y] and
+``keypoints_visible`` float32 (K,), COCO's v: 2 visible, 1 occluded, 0 unlabelled (mmpose 1.x's
+names). Out (after :class:`AffineCrop`): ``image`` uint8 (H_in, W_in, 3) RGB array;
+``keypoints`` (K, 2) in crop pixels, ``keypoints_visible`` as it came, and ``keypoint_weights``
+float32 (K,), 1 where labelled (the loss weight); ``center``, ``scale``, ``rotation`` (float32
+degrees) of the crop that was taken. Keys a transform does not know pass through untouched, and
+no transform mutates its input (a grain source may hand out the same dict again).
 
 The crops stay uint8: the model normalises them (``(x − IMAGENET_MEAN) / IMAGENET_STD``, see
 :class:`vitpose_jax.models.VitPose`) on the device, so the host neither spends a float pass on
@@ -94,8 +95,8 @@ class AugmentConfig:
 
 
 def hflip_keypoints(keypoints: np.ndarray, flip_index: Sequence[int], width: int) -> np.ndarray:
-  """Mirrors (K, 3) [x, y, ·] keypoints in an image ``width`` pixels wide: x → width − 1 − x, and
-  output keypoint i takes input ``flip_index[i]`` (left ↔ right)."""
+  """Mirrors (K, 2) [x, y] keypoints (further columns ride along) in an image ``width`` pixels
+  wide: x → width − 1 − x, and output keypoint i takes input ``flip_index[i]`` (left ↔ right)."""
   out = keypoints[np.asarray(flip_index)].copy()
   out[:, 0] = width - 1 - out[:, 0]
   return out
@@ -219,8 +220,8 @@ class RandomFlip(grain.transforms.RandomMap):
 
 def flip_sample(element: Sample, flip_index: Sequence[int]) -> Sample:
   """The horizontal mirror of a sample, x → W − 1 − x: keypoints (left ↔ right by
-  ``flip_index``), ``center`` and ``bbox`` are mirrored, other keys pass through. A flip is its
-  own inverse.
+  ``flip_index``, their ``keypoints_visible`` and any ``keypoint_weights`` with them), ``center``
+  and ``bbox`` are mirrored, other keys pass through. A flip is its own inverse.
 
   The pixels are not copied: ``flipped`` (bool) is toggled instead, and :class:`AffineCrop`
   composes the mirror into its warp, which costs nothing where a mirrored copy of the whole
@@ -229,6 +230,9 @@ def flip_sample(element: Sample, flip_index: Sequence[int]) -> Sample:
   width = image_hw(element['image'])[1]
   out = {**element, 'flipped': not element.get('flipped', False),
          'keypoints': hflip_keypoints(element['keypoints'], flip_index, width)}
+  for key in ('keypoints_visible', 'keypoint_weights'):
+    if key in element:
+      out[key] = np.asarray(element[key])[np.asarray(flip_index)]
   center = np.array(element['center'], np.float32)
   center[0] = width - 1 - center[0]
   out['center'] = center
@@ -258,13 +262,13 @@ class HalfBody(grain.transforms.RandomMap):
 
   def random_map(self, element: Sample, rng: np.random.Generator) -> Sample:
     keypoints = element['keypoints']
-    labelled = keypoints[:, 2] > 0
+    labelled = element['keypoints_visible'] > 0
     if labelled.sum() <= self.config.half_body_min_joints:
       return element
     if rng.random() >= self.config.half_body_prob:
       return element
-    upper = keypoints[self.upper[labelled[self.upper]], :2]
-    lower = keypoints[self.lower[labelled[self.lower]], :2]
+    upper = keypoints[self.upper[labelled[self.upper]]]
+    lower = keypoints[self.lower[labelled[self.lower]]]
     prefer_upper = rng.random() < self.config.half_body_upper_prob
     if prefer_upper and len(upper) > 2:
       chosen = upper
@@ -301,10 +305,11 @@ class AffineCrop(grain.transforms.Map):
   keypoints by the same :func:`udp_warp_matrix` of ``center``, ``scale`` and ``rotation`` (0 when
   absent); the image is read mirrored where ``flipped`` is set (see :func:`flip_sample`).
 
-  Keypoints become [x, y, w] with w = 1 where labelled (v > 0), whether or not they land inside
-  the crop: as in mmpose, the codec's overlap rule decides which far-away keypoints stop counting.
-  ``bbox`` and ``flipped`` are dropped: the crop's ``center``, ``scale`` and ``rotation`` describe
-  it from here on.
+  ``keypoints`` move into the crop, and ``keypoint_weights`` is 1 where labelled
+  (``keypoints_visible`` > 0), whether or not they land inside it: as in mmpose, the codec's
+  overlap rule decides which far-away keypoints stop counting; a sample without ``keypoints`` (an
+  inference crop) gets neither. ``bbox`` and ``flipped`` are dropped: the crop's ``center``,
+  ``scale`` and ``rotation`` describe it from here on.
   """
 
   def __init__(self, image_size: tuple[int, int] = (256, 192)):
@@ -313,17 +318,16 @@ class AffineCrop(grain.transforms.Map):
   def map(self, element: Sample) -> Sample:
     rotation = np.float32(element.get('rotation', 0.0))
     matrix = udp_warp_matrix(element['center'], element['scale'], rotation, self.image_size)
-    keypoints = element['keypoints']
-    crop_keypoints = np.empty_like(keypoints, dtype=np.float32)
-    crop_keypoints[:, :2] = warp_points(keypoints[:, :2].astype(np.float64), matrix)
-    crop_keypoints[:, 2] = keypoints[:, 2] > 0
+    out = {k: v for k, v in element.items() if k not in ('bbox', 'flipped')}
+    if 'keypoints' in element:
+      out['keypoints'] = warp_points(
+          np.asarray(element['keypoints'], np.float64), matrix).astype(np.float32)
+      out['keypoint_weights'] = (np.asarray(element['keypoints_visible']) > 0).astype(np.float32)
     image = element['image']
     if element.get('flipped', False):
       width = image_hw(image)[1]
       matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    out = {k: v for k, v in element.items() if k not in ('bbox', 'flipped')}
-    out.update(image=warp_image(image, matrix, self.image_size), keypoints=crop_keypoints,
-               rotation=rotation)
+    out.update(image=warp_image(image, matrix, self.image_size), rotation=rotation)
     return out
 
 

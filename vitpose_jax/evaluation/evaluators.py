@@ -191,7 +191,6 @@ class KeypointEvaluator:
     # The pipeline sees numbers only: ids may be strings and category ids are kept as the file
     # writes them (2, "1"), so the results take them from `records` by position.
     inputs = [{'image_path': r['image_path'], 'center': r['center'], 'scale': r['scale'],
-               'keypoints': r.get('keypoints', np.zeros((skeleton.num_keypoints, 3), np.float32)),
                'index': np.int64(i)} for i, r in enumerate(records)]
     sizes = {r['image_path']: tuple(int(v) for v in r['image_size']) for r in gt_records}
     steps = [LoadImage(sizes),

@@ -406,8 +406,8 @@ def pck_metrics(records: Sequence[Mapping[str, Any]], results: Results,
   """``PCK@0.2`` and, where the schema has a head segment, ``PCKh@0.5`` (prefixed).
 
   ``records``: GT instance records (``vitpose_jax.data.coco.read_coco``: ``instance_id``, ``bbox``
-  [x, y, w, h], ``keypoints`` (K, 3)). ``results``: predictions on GT boxes, each carrying the
-  ``instance_id`` of its record; every record needs exactly one.
+  [x, y, w, h], ``keypoints`` (K, 2), ``keypoints_visible`` (K,)). ``results``: predictions on GT
+  boxes, each carrying the ``instance_id`` of its record; every record needs exactly one.
   """
   by_id = {}
   for i, r in enumerate(results):
@@ -422,7 +422,10 @@ def pck_metrics(records: Sequence[Mapping[str, Any]], results: Results,
   matched = [results[by_id[rec['instance_id']]] for rec in records]
   pred = _result_keypoints(matched, skeleton)[..., :2]
   k = skeleton.num_keypoints
-  gt = np.asarray([rec['keypoints'] for rec in records], np.float64).reshape(len(records), k, 3)
+  gt = np.concatenate([
+      np.asarray([rec['keypoints'] for rec in records], np.float64).reshape(len(records), k, 2),
+      np.asarray([rec['keypoints_visible'] for rec in records], np.float64).reshape(
+          len(records), k, 1)], axis=2)
   bboxes = np.asarray([rec['bbox'] for rec in records], np.float64).reshape(len(records), 4)
   out = {f'{prefix}PCK@{pck_threshold:g}': pck(pred, gt, bboxes, threshold=pck_threshold)}
   if skeleton.head_segment is not None:
