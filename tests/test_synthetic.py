@@ -208,6 +208,12 @@ def test_a_new_population_is_a_record(tmp_path, monkeypatch):
   assert len(dataset['images']) == 2  # crowd 0: one person per image
   assert _files(tmp_path / 'child')['images/000000000001.jpg'] != _files(
       tmp_path / 'adult')['images/000000000001.jpg']
+  # Worker processes start afresh, without the registration: they are handed the record.
+  synthetic.generate_datasets([('child', 'val', 2, 0), ('child', 'train', 1, 0)],
+                              cache_dir=str(tmp_path / 'cache'), workers=2)
+  annotations, _ = synthetic.dataset('child', 'val', 2, 0, str(tmp_path / 'cache'))
+  with open(annotations) as f:
+    assert json.load(f)['info']['population'] == 'child'
   with pytest.raises(ValueError, match="stream 99 is 'child'"):
     populations.register(dataclasses.replace(child, name='toddler'))
   with pytest.raises(ValueError, match="population 'child' is already registered"):

@@ -27,6 +27,7 @@ from typing import Any
 from vitpose_jax.data import packing, sources
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.synthetic import populations
+from vitpose_jax.synthetic.populations import Population
 from vitpose_jax.synthetic.writer import ANNOTATION_FILE, GENERATOR_VERSION, IMAGE_DIR, generate
 
 # Instances per generated shard. A dataset of at most this many instances is one shard; a larger
@@ -69,12 +70,14 @@ def _init_worker(counts):
   _COUNTS = counts
 
 
-def _generate_shard(population: str, split: str, num: int, seed: int, shard: int,
+def _generate_shard(population: str | Population, split: str, num: int, seed: int, shard: int,
                     cache_dir: str | None, progress: Callable[[int], None] | None = None) -> str:
   """The annotation file of one shard, generated into the cache once (atomically: the folder is
-  renamed into place when complete, so an interrupted run leaves nothing a reader would use)."""
+  renamed into place when complete, so an interrupted run leaves nothing a reader would use).
+  Worker processes get the population's record, so that ones registered in the parent work."""
+  population = populations.get(population)
   root = _root(cache_dir)
-  out = os.path.join(root, _shard_name(population, split, num, seed, shard))
+  out = os.path.join(root, _shard_name(population.name, split, num, seed, shard))
   annotations = os.path.join(out, ANNOTATION_FILE)
   if not os.path.isfile(annotations):
     os.makedirs(root, exist_ok=True)
@@ -93,11 +96,12 @@ def _generate_shard(population: str, split: str, num: int, seed: int, shard: int
   return annotations
 
 
-def _shard_in_worker(slot: int, job: tuple[str, str, int, int, int], cache_dir: str | None):
+def _shard_in_worker(slot: int, population: Population, job: tuple[str, str, int, int, int],
+                     cache_dir: str | None):
   """_generate_shard in a worker process, counting its instances in the shared ``slot``."""
   def progress(done: int):
     _COUNTS[slot] = done
-  return _generate_shard(*job, cache_dir, progress=progress)
+  return _generate_shard(population, *job[1:], cache_dir, progress=progress)
 
 
 def _merge_shards(population: str, split: str, num: int, seed: int, cache_dir: str | None) -> str:
@@ -184,7 +188,7 @@ def _generate_jobs(jobs: list[tuple[str, str, int, int, int]], cache_dir: str | 
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                 initializer=_init_worker,
                                                 initargs=(counts,)) as pool:
-      futures = [pool.submit(_shard_in_worker, slot, job, cache_dir)
+      futures = [pool.submit(_shard_in_worker, slot, populations.get(job[0]), job, cache_dir)
                  for slot, job in enumerate(jobs)]
       pending = futures
       while pending:

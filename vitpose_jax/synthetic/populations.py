@@ -134,7 +134,11 @@ POPULATIONS: dict[str, Population] = {}
 
 
 def register(population: Population) -> Population:
-  """Adds ``population`` to ``POPULATIONS``; ValueError if its name or stream is taken."""
+  """Adds ``population`` to ``POPULATIONS``; ValueError if its name or stream is taken.
+
+  The data cache knows a population by its name (and the generator version): a changed record
+  needs a new name, or its old data would be served.
+  """
   if population.name in POPULATIONS:
     raise ValueError(f'population {population.name!r} is already registered')
   taken = {p.stream: p.name for p in POPULATIONS.values()}
