@@ -4,6 +4,7 @@ specs through the source registry; synthetic datasets in the cache and what gene
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 
@@ -122,6 +123,17 @@ def test_unknown_data_specs_are_clear_errors():
     pipeline.open_source({'source': 'synthetic', 'num': 3, 'size': 2}, COCO17)
   with pytest.raises(DataError, match="unknown synthetic population 'robots'"):
     synthetic.dataset('robots', 'train', 10)
+
+
+def test_the_pipeline_knows_no_generator_until_a_spec_names_it():
+  code = ('import sys\n'
+          'from vitpose_jax.data import pipeline, sources\n'
+          'assert "vitpose_jax.synthetic" not in sys.modules\n'
+          'print(sources.kind("synthetic").required)\n')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "('population', 'num')"
 
 
 def test_a_registered_source_kind_resolves_its_specs_and_prepares_them_together(monkeypatch):
