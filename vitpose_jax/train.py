@@ -36,7 +36,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import checkpoint, codec, models, optim, skeletons
-from vitpose_jax.data import pipeline, sources, transforms
+from vitpose_jax.data import pipeline, transforms
+from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
 
 _DEVICE_KEYS = ('image', 'keypoints')
@@ -256,7 +257,8 @@ def _check_test_seeds(config):
 
 def _sources(config, split_key: str):
   # Every task's train and val files at once: a generated kind makes them in parallel.
-  sources.prepare([(t[k].to_dict(), k) for t in config.tasks.values() for k in ('train', 'val')])
+  data_sources.prepare([(t[k].to_dict(), k) for t in config.tasks.values()
+                        for k in ('train', 'val')])
   out = {}
   for name, t in config.tasks.items():
     schema = skeletons.get(t.schema)
