@@ -16,8 +16,8 @@ import json
 
 import numpy as np
 
-from vitpose_jax import codec, skeletons
-from vitpose_jax.data import coco, pipeline, transforms
+from vitpose_jax import codec, skeletons, synthetic
+from vitpose_jax.data import coco, transforms
 from vitpose_jax.evaluation import metrics
 
 TASKS = {'coco': ('coco17', 'adult'), 'wholebody': ('coco_wholebody133', 'adult_wholebody'),
@@ -48,8 +48,8 @@ def main():
   for task in args.tasks.split('+'):
     schema_name, population = TASKS[task]
     schema = skeletons.get(schema_name)
-    train_files = pipeline.synthetic_dataset(population, 'train', args.num_train)
-    val_ann, val_images = pipeline.synthetic_dataset(population, 'val', args.num_val, args.seed)
+    train_files = synthetic.dataset(population, 'train', args.num_train)
+    val_ann, val_images = synthetic.dataset(population, 'val', args.num_val, args.seed)
     train, _ = coco.read_coco(*train_files, schema)
     val, _ = coco.read_coco(val_ann, val_images, schema)
     pose = mean_pose(train, schema.num_keypoints)

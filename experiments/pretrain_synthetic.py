@@ -122,7 +122,7 @@ def train(args, command: str):
 
 def ship(args, command: str):
   from vitpose_jax import checkpoint, zoo
-  from vitpose_jax.data import synthetic
+  from vitpose_jax import synthetic
   from vitpose_jax.evaluation import run_evaluators
   from vitpose_jax.predict import Predictor
 

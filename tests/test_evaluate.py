@@ -13,8 +13,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vitpose_jax import checkpoint, codec, models, skeletons
-from vitpose_jax.data import coco, pipeline, transforms
+from vitpose_jax import checkpoint, codec, models, skeletons, synthetic
+from vitpose_jax.data import coco, transforms
 from vitpose_jax.evaluation import KeypointEvaluator, run_evaluators
 from vitpose_jax.predict import Predictor
 
@@ -55,7 +55,7 @@ class _Oracle(Predictor):
 def _gt(task, cache):
   population, schema_name = TASKS[task]
   schema = skeletons.get(schema_name)
-  annotations, images = pipeline.synthetic_dataset(population, 'val', NUM, 0, cache)
+  annotations, images = synthetic.dataset(population, 'val', NUM, 0, cache)
   records, _ = coco.read_coco(annotations, images, schema)
   return schema, annotations, records
 

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vitpose_jax import evaluation, skeletons
-from vitpose_jax.data import synthetic
+from vitpose_jax import synthetic
 
 WHOLEBODY_FIELDS = {'body': 'keypoints', 'foot': 'foot_kpts', 'face': 'face_kpts',
                     'lefthand': 'lefthand_kpts', 'righthand': 'righthand_kpts'}

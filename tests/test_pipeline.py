@@ -1,8 +1,10 @@
-"""The multi-task pipeline: per-task batch composition, host sharding, checkpointable state."""
+"""The multi-task pipeline: per-task batch composition, host sharding, checkpointable state; data
+specs through the source registry; synthetic datasets in the cache and what generating them prints."""
 
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 
@@ -10,8 +12,8 @@ import grain
 import numpy as np
 import pytest
 
-from vitpose_jax import skeletons
-from vitpose_jax.data import pipeline
+from vitpose_jax import skeletons, synthetic
+from vitpose_jax.data import pipeline, sources
 from vitpose_jax.data.coco import DataError
 
 COCO17 = skeletons.get('coco17')
@@ -112,12 +114,42 @@ def test_a_bad_builder_priority_is_an_error_naming_it(priority):
 
 
 def test_unknown_data_specs_are_clear_errors():
-  with pytest.raises(DataError, match="source 'tfrecord' is not 'synthetic' or 'coco'"):
+  with pytest.raises(DataError, match="source 'tfrecord' is not one of 'coco', 'synthetic'"):
     pipeline.open_source({'source': 'tfrecord'}, COCO17)
   with pytest.raises(DataError, match='coco data spec needs annotations and images'):
     pipeline.open_source({'source': 'coco', 'annotations': 'a.json'}, COCO17)
+  with pytest.raises(DataError, match=re.escape(
+      "synthetic data spec needs population and num (and optionally seed); got ['num', 'size']")):
+    pipeline.open_source({'source': 'synthetic', 'num': 3, 'size': 2}, COCO17)
   with pytest.raises(DataError, match="unknown synthetic population 'robots'"):
-    pipeline.synthetic_dataset('robots', 'train', 10)
+    synthetic.dataset('robots', 'train', 10)
+
+
+def test_the_pipeline_knows_no_generator_until_a_spec_names_it():
+  code = ('import sys\n'
+          'from vitpose_jax.data import pipeline, sources\n'
+          'assert "vitpose_jax.synthetic" not in sys.modules\n'
+          'print(sources.kind("synthetic").required)\n')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "('population', 'num')"
+
+
+def test_a_registered_source_kind_resolves_its_specs_and_prepares_them_together(monkeypatch):
+  monkeypatch.setattr(sources, '_KINDS', dict(sources._KINDS))
+  prepared = []
+  sources.register(sources.SourceKind(
+      'mine', required=('name',), optional=(),
+      files=lambda spec, split, cache_dir: (f'{spec["name"]}-{split}.json', 'images'),
+      prepare=lambda pairs, cache_dir: prepared.append(pairs)))
+  assert sources.files({'source': 'mine', 'name': 'x'}, 'val') == ('x-val.json', 'images')
+  sources.prepare([({'source': 'mine', 'name': 'a'}, 'train'),
+                   ({'source': 'coco', 'annotations': 'a.json', 'images': 'i'}, 'val'),
+                   ({'source': 'mine', 'name': 'b'}, 'val')])
+  assert prepared == [[({'name': 'a'}, 'train'), ({'name': 'b'}, 'val')]]
+  with pytest.raises(ValueError, match="data source 'mine' is already registered"):
+    sources.register(sources.SourceKind('mine', (), (), files=lambda *a: ('', '')))
 
 
 def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path):
@@ -176,19 +208,19 @@ def test_eval_batches_cover_the_source_once_in_order_with_a_padded_last_batch():
 
 def test_missing_synthetic_datasets_are_generated_in_parallel_processes(tmp_path):
   specs = [('adult', 'val', 3, 0), ('infant', 'val', 3, 0), ('adult', 'val', 3, 0)]
-  pipeline.generate_synthetic(specs, cache_dir=str(tmp_path), workers=2)
+  synthetic.generate_datasets(specs, cache_dir=str(tmp_path), workers=2)
   for population in ('adult', 'infant'):
-    annotations, _ = pipeline.synthetic_dataset(population, 'val', 3, 0, str(tmp_path))
+    annotations, _ = synthetic.dataset(population, 'val', 3, 0, str(tmp_path))
     with open(annotations) as f:
       assert len(json.load(f)['annotations']) == 3
 
 
 def test_a_large_synthetic_dataset_is_its_shards_renumbered_and_reuses_a_smaller_ones(
     tmp_path, monkeypatch):
-  monkeypatch.setattr(pipeline, 'SHARD_SIZE', 3)
+  monkeypatch.setattr(synthetic.cache, 'SHARD_SIZE', 3)
   cache = str(tmp_path)
-  pipeline.generate_synthetic([('adult', 'val', 7, 0)], cache_dir=cache, workers=1)
-  annotations, images = pipeline.synthetic_dataset('adult', 'val', 7, 0, cache)
+  synthetic.generate_datasets([('adult', 'val', 7, 0)], cache_dir=cache, workers=1)
+  annotations, images = synthetic.dataset('adult', 'val', 7, 0, cache)
   with open(annotations) as f:
     data = json.load(f)
   assert len(data['annotations']) == 7
@@ -199,7 +231,7 @@ def test_a_large_synthetic_dataset_is_its_shards_renumbered_and_reuses_a_smaller
   for img in data['images']:
     assert os.path.isfile(os.path.join(images, img['file_name']))
   # Shard 0 is the 3-instance dataset; the other shards are independent draws, not repeats.
-  first, _ = pipeline.synthetic_dataset('adult', 'val', 3, 0, cache)
+  first, _ = synthetic.dataset('adult', 'val', 3, 0, cache)
   with open(first) as f:
     small = json.load(f)['annotations']
   assert [a['keypoints'] for a in data['annotations'][:3]] == [a['keypoints'] for a in small]
@@ -207,9 +239,42 @@ def test_a_large_synthetic_dataset_is_its_shards_renumbered_and_reuses_a_smaller
   # A larger dataset generates only its new shards.
   shards = sorted(p.name for p in (tmp_path / 'synthetic').glob('v*/*shard*'))
   assert shards == ['adult-val-n1-s0-shard2', 'adult-val-n3-s0-shard1']
-  pipeline.synthetic_dataset('adult', 'val', 9, 0, cache)
+  synthetic.dataset('adult', 'val', 9, 0, cache)
   shards = sorted(p.name for p in (tmp_path / 'synthetic').glob('v*/*shard*'))
   assert shards == ['adult-val-n1-s0-shard2', 'adult-val-n3-s0-shard1', 'adult-val-n3-s0-shard2']
   source = pipeline.open_source(dict(source='synthetic', population='adult', num=7, seed=0),
                                 skeletons.get('coco17'), split='val', cache_dir=cache)
   assert len(source) == 7
+
+
+def test_generating_and_packing_say_what_they_do_and_tfds_bars_stay_out(tmp_path, capfd):
+  spec = dict(source='synthetic', population='infant', num=3, seed=0)
+  sources.prepare([(spec, 'train')], cache_dir=str(tmp_path))
+  pipeline.open_source(spec, skeletons.get('infant_smil25'), cache_dir=str(tmp_path))
+  out, err = capfd.readouterr()
+  lines = out.splitlines()
+  assert lines[0].startswith('synthetic data: generating 3 instances (infant train 3) into ')
+  assert lines[0].endswith(', 1 worker')
+  assert re.fullmatch(r'synthetic data: 3 instances generated in \d+ s', lines[1])
+  assert re.fullmatch(r'packing .*infant-train-n3-s0/annotations\.json \(infant_smil25\) into .*',
+                      lines[2])
+  assert re.fullmatch(r'packed 3 instances in \d+ s', lines[3])
+  assert 'Shuffling' not in out + err and 'incomplete' not in out + err
+  # Cached: a second open generates and packs nothing, and says nothing.
+  sources.prepare([(spec, 'train')], cache_dir=str(tmp_path))
+  pipeline.open_source(spec, skeletons.get('infant_smil25'), cache_dir=str(tmp_path))
+  assert capfd.readouterr() == ('', '')
+
+
+def test_progress_lines_come_while_shards_generate_in_worker_processes(tmp_path, capfd,
+                                                                      monkeypatch):
+  monkeypatch.setattr(synthetic.cache, 'SHARD_SIZE', 2)
+  synthetic.generate_datasets([('adult', 'val', 4, 0)], cache_dir=str(tmp_path), workers=2,
+                              interval=0.)
+  lines = capfd.readouterr().out.splitlines()
+  assert lines[0].startswith('synthetic data: generating 4 instances (adult val 4) into ')
+  assert lines[0].endswith(', 2 workers')
+  counts = [int(m.group(1)) for line in lines[1:-1]
+            for m in [re.fullmatch(r'synthetic data: (\d)/4 instances \(\d+ s\)', line)]]
+  assert counts and counts == sorted(counts) and counts[-1] == 4
+  assert re.fullmatch(r'synthetic data: 4 instances generated in \d+ s', lines[-1])

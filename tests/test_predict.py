@@ -11,8 +11,8 @@ from flax import nnx
 from PIL import Image
 
 from conftest import randomize
-from vitpose_jax import checkpoint, codec, models, skeletons
-from vitpose_jax.data import coco, synthetic, transforms
+from vitpose_jax import checkpoint, codec, models, skeletons, synthetic
+from vitpose_jax.data import coco, transforms
 from vitpose_jax.draw import draw_pose
 from vitpose_jax.predict import Predictor
 

@@ -1,6 +1,8 @@
-"""The synthetic generator: determinism, COCO output per population, labels on drawn content,
-the CLI."""
+"""The synthetic generator: byte-identical output across versions, determinism, COCO output per
+population, populations as records, labels on drawn content, the CLI."""
 
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -12,8 +14,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from vitpose_jax import skeletons
-from vitpose_jax.data import coco, render, synthetic
+from vitpose_jax import skeletons, synthetic
+from vitpose_jax.data import coco
+from vitpose_jax.synthetic import body, populations, render, scene
 
 POPULATIONS = tuple(synthetic.POPULATIONS)
 # pycocotools' mask decoding trips NumPy 2's copy-keyword deprecation inside the library.
@@ -28,6 +31,70 @@ def _files(out_dir) -> dict[str, bytes]:
     with open(os.path.join(out_dir, name), 'rb') as f:
       out[name] = f.read()
   return out
+
+
+# Digests of generate()'s files, computed with the code before the generator became the
+# vitpose_jax.synthetic package (GENERATOR_VERSION 1, vitpose_jax/data/synthetic.py at f57cefc):
+# population → (split, seed, num, shard, sha256 over each file's name and sha256). A change here
+# changes every cached dataset and the data behind shipped models: bump GENERATOR_VERSION and
+# pin the new bytes.
+VERSION_1_DIGESTS = {
+    'adult': (
+        ('train', 0, 3, 0,
+         '37a74c762ebcebc353524ff461575c2acdec5d4641b902354e49d6605159b282'),
+        ('val', 5, 3, 0,
+         'f326f84ab0a461d12620d108028f105fe97e9a8b6c66c51e6e2a97b3d063710f'),
+        ('train', 2, 2, 1,
+         'c05de072325f75a0a9602daf9eb632f4ca2e6f1563bb9837ed006242bf766aa2'),
+        ('train', 1, 16, 0,
+         'b1b7a9a2843b05a3d2f4f0af64721045a6425c46a38a46701c06b820f49250b4'),
+    ),
+    'adult_wholebody': (
+        ('train', 0, 3, 0,
+         '4cea67995d0f24dafb02e698aa70d41969a1c39ae4aadfbf55f8aa980833923a'),
+        ('val', 5, 3, 0,
+         'df8135f355a81506ac867ab5301129e8d2583c8ea36621cea4c9af9c0d3fc219'),
+        ('train', 2, 2, 1,
+         'c8ca42974fec8266c20737209da55320885bfd1ba945924cd709dfc9918a724b'),
+        ('train', 1, 16, 0,
+         '4506eab33a8f34057ab748a792f1805276450f33e392d1cf6193491e524ef562'),
+    ),
+    'infant': (
+        ('train', 0, 3, 0,
+         'ec9f8706e864181417c29bd5498d65b411f8cae1b935a145353085b46dde0dbe'),
+        ('val', 5, 3, 0,
+         'a6f97d55779319f84da8c5f7e26a21ef77419e8cd5430f063e1ddf712aa46749'),
+        ('train', 2, 2, 1,
+         '984df7cbe87bb4a52f5956baca3929341fda8039e98ab17333c31f00f42cdb8b'),
+        ('train', 1, 16, 0,
+         '885eeed2b30773666b106399b3e4cb38b914a5466bf4e886a6d1a33c0de48b0f'),
+    ),
+    'wheelchair': (
+        ('train', 0, 3, 0,
+         'd7c47f528a386932873d9d7b194793f45231cfbdce57e6cc0a42d477256bfcf8'),
+        ('val', 5, 3, 0,
+         '192bd1bc5452fd0feb10ee17c3d0c0d138183cccbfc9c05a6d816d909296daab'),
+        ('train', 2, 2, 1,
+         'd3afa49f6e7f2046c9dff54d91f3fb29e9c595579aa3ae3ccbcc931c15df5074'),
+        ('train', 1, 16, 0,
+         '2cc5b452c438ba5833c5e770e0680b5530e2b6db68b0fbf5921b147ccee210f1'),
+    ),
+}
+
+
+def _digest(out_dir) -> str:
+  h = hashlib.sha256()
+  for name, data in _files(out_dir).items():
+    h.update(name.encode() + b'\0' + hashlib.sha256(data).hexdigest().encode() + b'\n')
+  return h.hexdigest()
+
+
+@pytest.mark.parametrize('population', POPULATIONS)
+def test_the_generated_bytes_are_those_of_generator_version_1(tmp_path, population):
+  assert synthetic.GENERATOR_VERSION == 1
+  for k, (split, seed, num, shard, want) in enumerate(VERSION_1_DIGESTS[population]):
+    synthetic.generate(tmp_path / str(k), population, split, num, seed, shard=shard)
+    assert _digest(tmp_path / str(k)) == want, (population, split, seed, num, shard)
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +134,7 @@ def test_a_rerun_into_the_same_directory_replaces_the_old_images(tmp_path):
 @pytest.mark.parametrize('population', POPULATIONS)
 def test_coco_output_is_complete_and_consistent(datasets, population):
   path, dataset = datasets[population]
-  schema = skeletons.get(synthetic.POPULATIONS[population])
+  schema = skeletons.get(synthetic.POPULATIONS[population].schema)
   assert dataset['info']['generator_version'] == synthetic.GENERATOR_VERSION
   (category,) = dataset['categories']
   assert category['id'] == 1 and category['name'] == 'person'
@@ -126,6 +193,46 @@ def test_wholebody_uses_cocowholebody_fields(datasets):
         assert np.allclose([x, y, x + w, y + h], [*pts.min(0), *pts.max(0)], atol=0.02)
 
 
+def test_a_new_population_is_a_record(tmp_path, monkeypatch):
+  monkeypatch.setattr(populations, 'POPULATIONS', dict(populations.POPULATIONS))
+  adult = synthetic.POPULATIONS['adult']
+  child = dataclasses.replace(
+      adult, name='child', stream=99, crowd=0., occluder=0.,
+      build=dataclasses.replace(populations.ADULT, head=0.07, thigh=0.2, shank=0.2))
+  populations.register(child)
+  synthetic.generate(tmp_path / 'child', 'child', 'train', 2, seed=0)
+  synthetic.generate(tmp_path / 'adult', 'adult', 'train', 2, seed=0)
+  with open(tmp_path / 'child' / 'annotations.json') as f:
+    dataset = json.load(f)
+  assert dataset['info']['population'] == 'child' and dataset['info']['schema'] == 'coco17'
+  assert len(dataset['images']) == 2  # crowd 0: one person per image
+  assert _files(tmp_path / 'child')['images/000000000001.jpg'] != _files(
+      tmp_path / 'adult')['images/000000000001.jpg']
+  # Worker processes start afresh, without the registration: they are handed the record.
+  synthetic.generate_datasets([('child', 'val', 2, 0), ('child', 'train', 1, 0)],
+                              cache_dir=str(tmp_path / 'cache'), workers=2)
+  annotations, _ = synthetic.dataset('child', 'val', 2, 0, str(tmp_path / 'cache'))
+  with open(annotations) as f:
+    assert json.load(f)['info']['population'] == 'child'
+  with pytest.raises(ValueError, match="stream 99 is 'child'"):
+    populations.register(dataclasses.replace(child, name='toddler'))
+  with pytest.raises(ValueError, match="population 'child' is already registered"):
+    populations.register(child)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(pose='dancing'), "pose 'dancing' is not one of everyday, lying, seated"),
+    (dict(outfit='armour'), "outfit 'armour' is not one of"),
+    (dict(background='beach'), "background 'beach' is not one of room, blanket"),
+    (dict(furniture={'sit': 'sofa'}), "furniture for 'sit', 'sofa', is not one of"),
+    (dict(occluders=('cloud',)), r"occluders \['cloud'\] must be some of"),
+    (dict(crowd=1.5), 'crowd 1.5 is not a probability'),
+])
+def test_a_population_record_naming_an_unknown_part_is_refused(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(synthetic.POPULATIONS['adult'], name='odd', **change)
+
+
 @pytest.mark.parametrize('population', POPULATIONS)
 def test_visible_keypoints_lie_on_drawn_content(population):
   for k in range(2):
@@ -141,10 +248,10 @@ def test_visible_keypoints_lie_on_drawn_content(population):
 
 
 def test_left_keypoints_are_anatomical_left_so_they_swap_sides_seen_from_behind():
-  fig, _ = synthetic._person(np.random.default_rng(0), 'adult')
+  fig, _ = scene._person(np.random.default_rng(0), synthetic.POPULATIONS['adult'])
   flip = np.diag([1., -1., -1.])   # body (left, up, forward) -> camera (x, y, z)
   for yaw, left_on_image_right in ((0., True), (180., False)):
-    view = flip @ synthetic._ry(yaw)
+    view = flip @ body.ry(yaw)
     x = {n: (fig.points[n] @ view.T)[0] for n in ('left_shoulder', 'right_shoulder', 'left_hip',
                                                    'right_hip')}
     assert (x['left_shoulder'] > x['right_shoulder']) == left_on_image_right
@@ -172,7 +279,7 @@ def test_generate_rejects_bad_arguments(tmp_path):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, '-m', 'vitpose_jax.data.synthetic', *args],
+  return subprocess.run([sys.executable, '-m', 'vitpose_jax.synthetic', *args],
                         capture_output=True, text=True, timeout=120, check=False)
 
 

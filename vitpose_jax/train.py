@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import checkpoint, codec, models, optim, skeletons
 from vitpose_jax.data import pipeline, transforms
+from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
 
 _DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights')
@@ -244,7 +245,7 @@ def _teacher(path: str, mcfg: models.ModelConfig) -> models.VitPose:
 
 def _check_test_seeds(config):
   """Synthetic test seeds never train, and never pick a checkpoint: validation data does."""
-  from vitpose_jax.data.synthetic import TEST_SEED_START
+  from vitpose_jax.synthetic import TEST_SEED_START
 
   for name, t in config.tasks.items():
     for k in ('train', 'val'):
@@ -255,11 +256,9 @@ def _check_test_seeds(config):
 
 
 def _sources(config, split_key: str):
-  specs = [(t[k].population, 'train' if k == 'train' else 'val', int(t[k].num),
-            int(t[k].get('seed', 0)))
-           for t in config.tasks.values() for k in ('train', 'val')
-           if t[k].get('source') == 'synthetic']
-  pipeline.generate_synthetic(specs)
+  # Every task's train and val files at once: a generated kind makes them in parallel.
+  data_sources.prepare([(t[k].to_dict(), k) for t in config.tasks.values()
+                        for k in ('train', 'val')])
   out = {}
   for name, t in config.tasks.items():
     schema = skeletons.get(t.schema)
@@ -297,7 +296,7 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   """A copy of ``config`` whose ``evals`` entries without ``data`` evaluate their task's
   validation data (``tasks.<task>.val``), so pointing a task at other data moves its evaluation
   with it."""
-  from vitpose_jax.data.synthetic import TEST_SEED_START
+  from vitpose_jax.synthetic import TEST_SEED_START
 
   config = copy.deepcopy(config)
   with config.unlocked():

@@ -1,1 +1,1 @@
-"""Data: COCO-format reading, TFDS packing, the synthetic generator, transforms, the pipeline."""
+"""Data: COCO-format reading, the source registry, TFDS packing, transforms, the pipeline."""

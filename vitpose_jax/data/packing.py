@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -173,6 +174,11 @@ def pack_coco(
   The write goes to a temporary folder renamed into place at the end, so an interrupted or
   concurrent packing never leaves a half-written dataset where a reader looks.
   """
+  import tensorflow_datasets as tfds
+
+  # TFDS's own bars ("Shuffling .../incomplete...") would leak its internals into our output;
+  # the callers say what is packed. The switch is TFDS's only one, and global.
+  tfds.disable_progress_bar()
   records, report = read_coco(annotations, images, skeleton, strict=strict)
   parent = os.path.dirname(os.path.abspath(out_dir)) or '.'
   os.makedirs(parent, exist_ok=True)
@@ -225,7 +231,8 @@ def packed_coco(
     strict: bool = False,
     cache_dir: str | None = None,
 ) -> PackedDataset:
-  """The cached packed dataset of a COCO-format file, packing it on first use."""
+  """The cached packed dataset of a COCO-format file, packing it on first use (saying so, and how
+  many instances it packed in how long, on stdout)."""
   key = cache_key(annotations, images, skeleton, split=split, strict=strict)
   stem = os.path.splitext(os.path.basename(annotations))[0]
   out = os.path.join(cache_dir or cache_root(), 'packed', f'{stem}-{skeleton.name}-{key}')
@@ -233,8 +240,10 @@ def packed_coco(
     packed = PackedDataset(out)
     logging.info('using packed %s', out)
   else:
-    logging.info('packing %s into %s', annotations, out)
-    packed, _ = pack_coco(annotations, images, skeleton, out, split=split, strict=strict)
+    print(f'packing {annotations} ({skeleton.name}) into {out}', flush=True)
+    start = time.monotonic()
+    packed, report = pack_coco(annotations, images, skeleton, out, split=split, strict=strict)
+    print(f'packed {report.kept} instances in {time.monotonic() - start:.0f} s', flush=True)
   summary = packed.skip_report()
   # Skips are reported once each time a dataset is opened: a user must see what training lacks.
   logging.log(logging.INFO if summary.endswith('none skipped') else logging.WARNING, '%s', summary)

@@ -13,12 +13,8 @@ with the train state and restoring it reproduces the next batch exactly.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,11 +23,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from vitpose_jax.data import packing
+from vitpose_jax.data import packing, sources
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.skeletons import Skeleton
-
-SYNTHETIC_POPULATIONS = ('adult', 'adult_wholebody', 'infant', 'wheelchair')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,165 +39,12 @@ class TaskData:
   transforms: tuple = ()  # grain Map / RandomMap transforms, applied in order
 
 
-# Instances per generated shard. A dataset of at most this many instances is one shard; a larger
-# one is the concatenation of shards 0, 1, ... (each cached on its own), so shards generate in
-# parallel and a larger dataset reuses every shard of a smaller one.
-SHARD_SIZE = 2000
-
-
-def _synthetic_root(cache_dir: str | None) -> str:
-  from vitpose_jax.data import synthetic  # the renderer is only needed for synthetic data
-
-  return os.path.join(cache_dir or packing.cache_root(), 'synthetic',
-                      f'v{synthetic.GENERATOR_VERSION}')
-
-
-def _shard_name(population: str, split: str, num: int, seed: int, shard: int) -> str:
-  # Shard 0 of a large dataset is the small dataset of the same size: one name for both.
-  return f'{population}-{split}-n{num}-s{seed}' + (f'-shard{shard}' if shard else '')
-
-
-def _shards(num: int) -> list[tuple[int, int]]:
-  """(shard index, instances) of a dataset of ``num`` instances."""
-  return [(i, min(SHARD_SIZE, num - i * SHARD_SIZE)) for i in range(-(-num // SHARD_SIZE))]
-
-
-def _check_synthetic(population: str, num: int, seed: int):
-  if population not in SYNTHETIC_POPULATIONS:
-    raise DataError(f'unknown synthetic population {population!r}; '
-                    f'known: {", ".join(SYNTHETIC_POPULATIONS)}')
-  if num < 1 or seed < 0:
-    raise DataError(f'synthetic data needs num >= 1 and seed >= 0; got num={num}, seed={seed}')
-
-
-def _generate_shard(population: str, split: str, num: int, seed: int, shard: int,
-                    cache_dir: str | None) -> str:
-  """The annotation file of one shard, generated into the cache once (atomically: the folder is
-  renamed into place when complete, so an interrupted run leaves nothing a reader would use)."""
-  from vitpose_jax.data import synthetic
-
-  root = _synthetic_root(cache_dir)
-  out = os.path.join(root, _shard_name(population, split, num, seed, shard))
-  annotations = os.path.join(out, 'annotations.json')
-  if not os.path.isfile(annotations):
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.generating-', dir=root)
-    try:
-      logging.info('generating synthetic %s/%s (%d instances, shard %d) into %s', population,
-                   split, num, shard, out)
-      synthetic.generate(tmp, population, split, num, seed, shard=shard)
-      try:
-        os.rename(tmp, out)
-      except OSError:
-        if not os.path.isfile(annotations):
-          raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another process generated it first
-    except BaseException:
-      shutil.rmtree(tmp, ignore_errors=True)
-      raise
-  return annotations
-
-
-def _merge_shards(population: str, split: str, num: int, seed: int, cache_dir: str | None) -> str:
-  """The annotation file of a multi-shard dataset: the shards' files concatenated, image and
-  annotation ids renumbered, ``file_name`` relative to the synthetic root."""
-  root = _synthetic_root(cache_dir)
-  out = os.path.join(root, _shard_name(population, split, num, seed, 0))
-  annotations = os.path.join(out, 'annotations.json')
-  if os.path.isfile(annotations):
-    return annotations
-  images, anns, merged = [], [], None
-  for shard, size in _shards(num):
-    name = _shard_name(population, split, size, seed, shard)
-    with open(os.path.join(root, name, 'annotations.json')) as f:
-      data = json.load(f)
-    new_id = {}
-    for img in data['images']:
-      new_id[img['id']] = len(images) + 1
-      images.append({**img, 'id': len(images) + 1,
-                     'file_name': f'{name}/images/{img["file_name"]}'})
-    for ann in data['annotations']:
-      anns.append({**ann, 'id': len(anns) + 1, 'image_id': new_id[ann['image_id']]})
-    if merged is None:
-      merged = {**data, 'info': {**data['info'], 'shards': len(_shards(num))}}
-  merged.update(images=images, annotations=anns)
-  os.makedirs(out, exist_ok=True)
-  tmp = annotations + f'.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(merged, f, separators=(',', ':'))
-  os.replace(tmp, annotations)
-  return annotations
-
-
-def synthetic_dataset(population: str, split: str, num: int, seed: int = 0,
-                      cache_dir: str | None = None) -> tuple[str, str]:
-  """(annotations JSON, image folder) of a synthetic dataset, generated into the cache once.
-
-  The cache key holds the generator version, so a changed generator never serves stale data.
-  Datasets of more than ``SHARD_SIZE`` instances are built from shards (see
-  :func:`generate_synthetic` to generate them in parallel).
-  """
-  _check_synthetic(population, num, seed)
-  if num <= SHARD_SIZE:
-    annotations = _generate_shard(population, split, num, seed, 0, cache_dir)
-    return annotations, os.path.join(os.path.dirname(annotations), 'images')
-  for shard, size in _shards(num):
-    _generate_shard(population, split, size, seed, shard, cache_dir)
-  return _merge_shards(population, split, num, seed, cache_dir), _synthetic_root(cache_dir)
-
-
-def generate_synthetic(specs: Sequence[tuple[str, str, int, int]], *,
-                       cache_dir: str | None = None, workers: int | None = None):
-  """Generates the synthetic datasets (population, split, num, seed) missing from the cache, in
-  parallel processes (one job per shard): the first default run spends most of its set-up time
-  here."""
-  jobs = []
-  for population, split, num, seed in dict.fromkeys(specs):
-    _check_synthetic(population, num, seed)
-    jobs += [(population, split, size, seed, shard) for shard, size in _shards(num)]
-  root = _synthetic_root(cache_dir)
-  missing = [j for j in dict.fromkeys(jobs) if not os.path.isfile(
-      os.path.join(root, _shard_name(*j), 'annotations.json'))]
-  workers = min(len(missing), workers or os.cpu_count() or 1)
-  if workers <= 1:
-    for job in missing:
-      _generate_shard(*job, cache_dir)
-  else:
-    import concurrent.futures
-    import multiprocessing
-
-    # spawn, not fork: the parent may already hold JAX's threads, which fork does not survive.
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-      for future in [pool.submit(_generate_shard, *job, cache_dir) for job in missing]:
-        future.result()
-  for spec in dict.fromkeys(specs):
-    synthetic_dataset(*spec, cache_dir)
-
-
 def open_source(spec: Mapping[str, Any], skeleton: Skeleton, *, split: str = 'train',
                 strict: bool = False, cache_dir: str | None = None):
-  """The random-access source of a data spec (DESIGN §3.4).
-
-  ``dict(source='synthetic', population=..., num=..., seed=0)`` or
-  ``dict(source='coco', annotations=PATH, images=DIR)``; packed into the cache on first use.
-  """
-  spec = dict(spec)
-  kind = spec.pop('source', None)
-  if kind == 'synthetic':
-    unknown = set(spec) - {'population', 'num', 'seed'}
-    if unknown or 'population' not in spec or 'num' not in spec:
-      raise DataError(f'synthetic data spec needs population and num (and optionally seed); '
-                      f'got {sorted(spec)}')
-    annotations, images = synthetic_dataset(spec['population'], split, int(spec['num']),
-                                            int(spec.get('seed', 0)), cache_dir)
-  elif kind == 'coco':
-    unknown = set(spec) - {'annotations', 'images'}
-    if unknown or 'annotations' not in spec or 'images' not in spec:
-      raise DataError(f'coco data spec needs annotations and images; got {sorted(spec)}')
-    annotations, images = spec['annotations'], spec['images']
-  else:
-    raise DataError(f"data spec source {kind!r} is not 'synthetic' or 'coco'")
+  """The random-access source of a data spec (DESIGN §3.4): its COCO-format files, found through
+  the source registry (:mod:`vitpose_jax.data.sources`: ``coco``, ``synthetic``, ...) and packed
+  into the cache on first use. DataError on a bad spec or bad files."""
+  annotations, images = sources.files(spec, split, cache_dir=cache_dir)
   packed = packing.packed_coco(annotations, images, skeleton, split=split, strict=strict,
                                cache_dir=cache_dir)
   return packed.source(split)

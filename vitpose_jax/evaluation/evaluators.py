@@ -20,7 +20,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from vitpose_jax.data import coco, pipeline, transforms
+from vitpose_jax.data import coco, pipeline, sources, transforms
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.data.images import read_image
 from vitpose_jax.evaluation import metrics
@@ -129,8 +129,10 @@ class KeypointEvaluator:
 
   Args:
     task: the model task to evaluate.
-    data: a data spec (DESIGN §3.4): ``dict(source='synthetic', population=, num=, seed=)``
-      (its ``val`` split) or ``dict(source='coco', annotations=, images=)``.
+    data: a data spec (DESIGN §3.4) of any registered source kind
+      (:mod:`vitpose_jax.data.sources`), read as its ``val`` split: e.g.
+      ``dict(source='coco', annotations=, images=)`` or
+      ``dict(source='synthetic', population=, num=, seed=)``.
     detections: optional COCO detection-results JSON: evaluate on these boxes, with OKS-NMS
       (``nms_threshold``) and rescoring, as the official COCO numbers are. Only detections of
       the categories holding the schema's keypoints are used; ``<task>/detections_skipped``
@@ -148,14 +150,10 @@ class KeypointEvaluator:
     self.cache_dir = cache_dir
 
   def _files(self) -> tuple[str, str]:
-    spec = dict(self.data)
-    kind = spec.pop('source', None)
-    if kind == 'synthetic':
-      return pipeline.synthetic_dataset(spec['population'], 'val', int(spec['num']),
-                                        int(spec.get('seed', 0)), self.cache_dir)
-    if kind == 'coco':
-      return spec['annotations'], spec['images']
-    raise DataError(f"evaluator {self.task!r}: data source {kind!r} is not 'synthetic' or 'coco'")
+    try:
+      return sources.files(self.data, 'val', cache_dir=self.cache_dir)
+    except DataError as e:
+      raise DataError(f'evaluator {self.task!r}: {e}') from None
 
   def run(self, predictor) -> dict[str, Any]:
     """The task's metrics, prefixed ``<task>/``: those of the scorer (COCO AP/AR and their
