@@ -187,6 +187,6 @@ def test_set_duration_empties_the_other_units_and_keeps_them_typed():
   config = ml_collections.ConfigDict({'total_epochs': 210.0})
   configlib.set_duration(config, steps=40)
   assert (config.total_steps, config.total_epochs, config.total_examples) == (40, None, None)
-  assert config_path.get_type('total_examples', config) is int
+  assert [config_path.get_type(f'total_{u}', config) for u in ('epochs', 'examples')] == [float, int]
   with pytest.raises(ValueError, match='takes one of steps, examples, epochs'):
     configlib.set_duration(config, steps=4, epochs=1.0)

@@ -61,19 +61,18 @@ def set_duration(config: ml_collections.ConfigDict, prefix: str = 'total',
   """Sets the duration ``{prefix}_{unit}`` to the one ``steps=``, ``epochs=`` or ``examples=``
   given, in place, and empties the other two units; returns ``config``.
 
-  Every unit stays a typed placeholder (``ml_collections.config_dict.placeholder``: int steps and
-  examples, float epochs), so that a locked config still takes any of them from the command line
-  (where :func:`prefer_given_units` lets the unit given there win).
+  Every unit becomes a typed placeholder (``ml_collections.config_dict.placeholder``: int steps
+  and examples, float epochs), so that a locked config still takes any of them from the command
+  line (where :func:`prefer_given_units` lets the unit given there win).
   """
   if len(unit) != 1 or not set(unit) <= set(DURATION_TYPES):
     raise ValueError(f'set_duration takes one of {", ".join(DURATION_TYPES)}; got {unit}')
   (given, value), = unit.items()
-  for name, kind in DURATION_TYPES.items():
-    key = f'{prefix}_{name}'
-    if key not in config:
-      with config.unlocked():
-        config[key] = config_dict.placeholder(kind)
-    config[key] = value if name == given else None
+  with config.unlocked():
+    for name, kind in DURATION_TYPES.items():
+      key = f'{prefix}_{name}'
+      config[key] = config_dict.placeholder(kind)
+      config[key] = value if name == given else None
   return config
 
 
