@@ -53,11 +53,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.tokens_from = ''
   config.heatmap_distill_weight = arg.kd if arg.stage == 'student' else 0.0
   if not arg.runlocal:
-    config.total_steps = arg.steps
+    configlib.set_duration(config, steps=arg.steps)
     config.schedule.warmup_steps = 20
-  # What a smoke run trains when it is given no teacher (and, for stage 2, no tokens).
-  config.teacher_config = (multitask.get_config(','.join(parts + ['variant=micro']))
-                           if arg.runlocal else None)
-  config.tokens_config = (get_config(','.join(own + ['stage=tokens', f'tokens={arg.tokens}']))
-                          if arg.runlocal and arg.stage == 'student' else None)
+  # What a smoke run trains when it is given no teacher (and, for stage 2, no tokens); other runs
+  # have neither key.
+  if arg.runlocal:
+    config.teacher_config = multitask.get_config(','.join(parts + ['variant=micro']))
+    if arg.stage == 'student':
+      config.tokens_config = get_config(','.join(own + ['stage=tokens', f'tokens={arg.tokens}']))
   return config

@@ -45,9 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if not arg.runlocal:
     config.schedule.warmup_steps = 20
     if arg.epochs:
-      config.total_steps = None
-      config.total_epochs = arg.epochs
+      configlib.set_duration(config, epochs=arg.epochs)
     else:
-      config.total_steps = arg.steps
-      config.total_epochs = None
+      configlib.set_duration(config, steps=arg.steps)
   return config

@@ -38,6 +38,7 @@ from vitpose_jax.data.transforms import AugmentConfig
 from vitpose_jax.models import VARIANTS
 
 import ml_collections
+from ml_collections import config_dict
 
 # The shipped adult model (coco + wholebody on synthetic adults; `python -m vitpose_jax.zoo`) that
 # the default run adapts.
@@ -96,9 +97,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the device count (known only once JAX has started, after jax.distributed.initialize).
   config.round_batch_to_devices = arg.runlocal
   config.epoch_task = names[0]
-  config.total_steps = 3 if arg.runlocal else (None if real_scale else 500)
-  config.total_epochs = 210 if real_scale else None
-  config.total_examples = None
+  # One of total_steps | total_epochs | total_examples; the others stay typed placeholders, so that
+  # `--config.total_epochs=2` replaces a step count (and the reverse).
+  if real_scale and not arg.runlocal:
+    configlib.set_duration(config, epochs=210)
+  else:
+    configlib.set_duration(config, steps=3 if arg.runlocal else 500)
   config.optimizer = dict(lr=1e-3, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0,
                           layer_decay=VARIANTS[arg.variant].layer_decay_multitask)
   config.schedule = dict(
@@ -111,9 +115,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pipeline.make_iterator.
   config.data = dict(num_workers=0, threads=2, prefetch_batches=4, builder_priority='10',
                      sigma=2.0, augment=dataclasses.asdict(AugmentConfig()))
-  # data=None: the task's val data (resolved when training starts, so an override of
-  # tasks.<name>.val moves the evaluation with it).
-  config.evals = {name: dict(type='keypoints', task=name, data=None, batch_size=32)
+  # data unset: the task's val data (resolved when training starts, so an override of
+  # tasks.<name>.val moves the evaluation with it); a data spec like tasks.<name>.val otherwise.
+  config.evals = {name: dict(type='keypoints', task=name,
+                             data=config_dict.placeholder(ml_collections.ConfigDict),
+                             batch_size=32)
                   for name in names}
   config.eval_every_steps = 0  # 0: only at the end
   config.log_every_steps = 1 if arg.runlocal else 20
@@ -141,7 +147,7 @@ def _adapt(names: list[str], batch: int) -> ml_collections.ConfigDict:
   if not batch:
     for name in config.expert_from:
       config.tasks[name].batch_size = ADAPT_NEW_TASK_BATCH
-  config.total_steps = ADAPT_STEPS
+  configlib.set_duration(config, steps=ADAPT_STEPS)
   config.optimizer.lr = ADAPT_LR
   config.schedule.warmup_steps = 20
   # Flip as the only augmentation: on a few hundred instances per task, the full recipe keeps

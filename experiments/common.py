@@ -1,5 +1,5 @@
 """What the experiment scripts share: configs with overrides, resumable runs, synthetic data specs,
-the results table (markdown + JSON, the command at the top) and a grouped bar plot (PIL)."""
+the results table (markdown + JSON, the command at the top) and a grouped bar plot (matplotlib)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Experiments train many short runs: no pictures, one checkpoint at the end, sparse logging.
 QUIET = {'plots': 0, 'checkpoint.every_steps': 10**9, 'log_every_steps': 50}
-COLOURS = [(120, 120, 120), (66, 133, 244), (219, 68, 55), (15, 157, 88), (244, 180, 0),
-           (171, 71, 188)]
 
 
 def command_line(script: str) -> str:
@@ -101,34 +99,34 @@ def write_results(out: str, command: str, preamble: str, header: Sequence[str],
 
 def bar_plot(table: Mapping[str, Mapping[str, tuple[float, float]]], groups: Sequence[str],
              path: str, ylabel: str):
-  """Grouped bars: ``table[arm][group] = (mean, std)``, one colour per arm, std as a line; an
-  arm without a group (not run there) leaves its slot empty."""
-  from PIL import Image, ImageDraw
+  """Grouped bars: ``table[arm][group] = (mean, std)``, one colour per arm, std as an error bar;
+  an arm without a group (not run there) leaves its slot empty. Written to ``path`` (PNG) with
+  matplotlib's Agg canvas (the ``plots`` extra); returns the matplotlib Figure."""
+  fig = figure(width=max(6.0, 0.35 * len(table) * len(groups) + 2.0))
+  axes = fig.subplots()
+  width = 0.8 / max(1, len(table))
+  for a, (arm, cells) in enumerate(table.items()):
+    present = [g for g, group in enumerate(groups) if group in cells]
+    axes.bar([g + (a - (len(table) - 1) / 2) * width for g in present],
+             [cells[groups[g]][0] for g in present], width,
+             yerr=[cells[groups[g]][1] for g in present], capsize=2, label=arm, color=f'C{a}')
+  axes.set_xticks(range(len(groups)), groups)
+  axes.set_ylabel(ylabel)
+  axes.set_title('bars: mean; error bars: ± std over seeds', fontsize='small')
+  axes.legend(fontsize='small', ncols=min(len(table), 4), loc='lower center',
+              bbox_to_anchor=(0.5, 1.08), frameon=False)
+  fig.savefig(path, dpi=100, bbox_inches='tight')
+  return fig
 
-  arms = list(table)
-  bar, gap, height, top = 18, 30, 240, 20 + 16 * ((len(arms) + 3) // 4)
-  # Wide enough for each group's label (PIL's default font: ~6 px a character).
-  step = max(len(arms) * bar, 6 * max(len(g) for g in groups)) + gap
-  width = max(len(groups) * step + gap, gap + min(len(arms), 4) * 170)
-  image = Image.new('RGB', (width, height + top + 60), 'white')
-  draw = ImageDraw.Draw(image)
-  scale = max(m + s for arm in arms for m, s in table[arm].values()) or 1.0
-  for g, group in enumerate(groups):
-    x0 = gap + g * step
-    for a, arm in enumerate(arms):
-      if group not in table[arm]:
-        continue
-      mean, std = table[arm][group]
-      x = x0 + a * bar
-      y = top + height - height * mean / scale
-      draw.rectangle([x, y, x + bar - 3, top + height], fill=COLOURS[a % len(COLOURS)])
-      err = height * std / scale
-      draw.line([x + bar // 2 - 1, y - err, x + bar // 2 - 1, y + err], fill='black')
-    draw.text((x0, top + height + 5), group, fill='black')
-  for a, arm in enumerate(arms):
-    x, y = gap + (a % 4) * 170, 5 + 16 * (a // 4)
-    draw.rectangle([x, y, x + 10, y + 10], fill=COLOURS[a % len(COLOURS)])
-    draw.text((x + 14, y - 1), arm, fill='black')
-  draw.text((gap, top + height + 25), f'{ylabel} (top of the axis = {scale:.3f}); bars: mean, '
-            'lines: ± std over seeds', fill='black')
-  image.save(path)
+
+def figure(width: float, height: float = 4.0):
+  """A matplotlib Figure outside pyplot (no global state, no display: PNGs are drawn on the Agg
+  canvas), with a clear message when the ``plots`` extra is missing."""
+  try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+  except ImportError as e:
+    raise ImportError('the experiment plots need matplotlib: pip install -e ".[plots]"') from e
+  fig = Figure(figsize=(width, height), layout='constrained')
+  FigureCanvasAgg(fig)
+  return fig

@@ -60,36 +60,19 @@ def curve(workdir: str, key: str) -> list[tuple[int, float]]:
 
 
 def line_plot(curves: dict[str, list[tuple[int, float]]], path: str, ylabel: str):
-  """AP against samples seen, one coloured polyline per arm (PIL: no plotting dependency)."""
-  from PIL import Image, ImageDraw
-
-  left, top, width, height = 50, 20 + 16 * ((len(curves) + 2) // 3), 560, 300
-  image = Image.new('RGB', (left + width + 30, top + height + 50), 'white')
-  draw = ImageDraw.Draw(image)
-  xmax = max((x for c in curves.values() for x, _ in c), default=1) or 1
-  ymax = max((y for c in curves.values() for _, y in c), default=0) or 1.0
-  ymax = max(0.1, float(int(ymax * 10 + 1)) / 10)
-  draw.rectangle([left, top, left + width, top + height], outline='black')
-  for i in range(int(round(ymax * 10)) + 1):
-    y = top + height - height * i / (ymax * 10)
-    draw.line([left - 4, y, left, y], fill='black')
-    draw.text((5, y - 6), f'{i / 10:.1f}', fill='black')
-  for i in range(5):
-    x = left + width * i / 4
-    draw.line([x, top + height, x, top + height + 4], fill='black')
-    draw.text((x - 12, top + height + 6), f'{xmax * i / 4 / 1000:.0f}k', fill='black')
+  """AP against samples seen, one line per arm (matplotlib, as common.bar_plot)."""
+  fig = common.figure(width=7.0)
+  axes = fig.subplots()
   for a, (arm, points) in enumerate(curves.items()):
-    colour = common.COLOURS[a % len(common.COLOURS)]
-    xy = [(left + width * x / xmax, top + height - height * y / ymax) for x, y in points]
-    if len(xy) > 1:
-      draw.line(xy, fill=colour, width=2)
-    for x, y in xy:
-      draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    lx, ly = left + (a % 3) * 190, 5 + 16 * (a // 3)
-    draw.rectangle([lx, ly, lx + 10, ly + 10], fill=colour)
-    draw.text((lx + 14, ly - 1), arm, fill='black')
-  draw.text((left, top + height + 24), f'{ylabel} against samples seen', fill='black')
-  image.save(path)
+    axes.plot([x for x, _ in points], [y for _, y in points], marker='o', markersize=3,
+              label=arm, color=f'C{a}')
+  axes.xaxis.set_major_formatter(lambda x, _: f'{x / 1000:g}k')
+  axes.set_xlabel('samples seen')
+  axes.set_ylabel(ylabel)
+  axes.set_ylim(bottom=0)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize='small')
+  fig.savefig(path, dpi=100)
 
 
 def main(argv=None):

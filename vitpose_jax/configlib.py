@@ -5,9 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import types
+from collections.abc import Iterable
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
+
+from vitpose_jax.optim import DURATION_TYPES
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -52,10 +56,61 @@ def sibling_config(config_file: str, name: str) -> types.ModuleType:
   return module
 
 
+def set_duration(config: ml_collections.ConfigDict, prefix: str = 'total',
+                 **unit: int | float) -> ml_collections.ConfigDict:
+  """Sets the duration ``{prefix}_{unit}`` to the one ``steps=``, ``epochs=`` or ``examples=``
+  given, in place, and empties the other two units; returns ``config``.
+
+  Every unit becomes a typed placeholder (``ml_collections.config_dict.placeholder``: int steps
+  and examples, float epochs), so that a locked config still takes any of them from the command
+  line (where :func:`prefer_given_units` lets the unit given there win).
+  """
+  if len(unit) != 1 or not set(unit) <= set(DURATION_TYPES):
+    raise ValueError(f'set_duration takes one of {", ".join(DURATION_TYPES)}; got {unit}')
+  (given, value), = unit.items()
+  with config.unlocked():
+    for name, kind in DURATION_TYPES.items():
+      key = f'{prefix}_{name}'
+      config[key] = config_dict.placeholder(kind)
+      config[key] = value if name == given else None
+  return config
+
+
+def prefer_given_units(config: ml_collections.ConfigDict,
+                       given: Iterable[str]) -> ml_collections.ConfigDict:
+  """Lets the unit of a duration that ``given`` names (dotted keys set by hand, as on the command
+  line: ``total_epochs``) win over the unit the config file chose, in place: the duration's other
+  units are emptied. Returns ``config``.
+
+  Raises:
+    ValueError: ``given`` names two units of one duration (``total_steps`` and ``total_epochs``).
+  """
+  chosen = {}
+  for key in given:
+    parent, _, leaf = key.rpartition('.')
+    for name in DURATION_TYPES:
+      if leaf.endswith(f'_{name}'):
+        duration = (parent, leaf[:-len(name) - 1])
+        chosen.setdefault(duration, []).append(key)
+  for (parent, prefix), keys in chosen.items():
+    if len(keys) > 1:
+      raise ValueError(f'{" and ".join(keys)} give one duration twice: set only one of them')
+    target = config
+    for p in filter(None, parent.split('.')):
+      target = target[p]
+    kept = keys[0].rpartition('.')[2]
+    for name in DURATION_TYPES:
+      key = f'{prefix}_{name}'
+      if key != kept and key in target:
+        target[key] = None
+  return config
+
+
 def override(config: ml_collections.ConfigDict,
              values: dict[str, Any]) -> ml_collections.ConfigDict:
-  """Sets dotted keys (``{'tasks.coco.batch_size': 4}``) as ``--config.a.b=v`` would, in place;
-  returns ``config``."""
+  """Sets dotted keys (``{'tasks.coco.batch_size': 4}``) as ``--config.a.b=v`` would, in place
+  (a duration given in a unit the config does not use replaces the config's own:
+  :func:`prefer_given_units`); returns ``config``."""
   with config.unlocked():
     for key, value in values.items():
       target = config
@@ -63,4 +118,4 @@ def override(config: ml_collections.ConfigDict,
       for p in parents:
         target = target[p]
       target[leaf] = value
-  return config
+  return prefer_given_units(config, values)

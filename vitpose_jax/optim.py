@@ -24,7 +24,10 @@ Path = tuple[str | int, ...]
 
 EMBEDDINGS = ('patch_embed', 'pos_embed')
 SCHEDULE_KINDS = ('step', 'cosine')
-DURATION_UNITS = ('steps', 'examples', 'epochs')
+# The units a duration may be given in, each with the type a config holds it as (epochs may be
+# fractional).
+DURATION_TYPES = {'steps': int, 'examples': int, 'epochs': float}
+DURATION_UNITS = tuple(DURATION_TYPES)
 
 
 def normalize_path(path: Sequence[Any]) -> Path:

@@ -305,7 +305,7 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
         task = spec.get('task', name)
         if task not in config.tasks:
           raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
-        spec.data = config.tasks[task].val.to_dict()
+        spec.data = ml_collections.ConfigDict(config.tasks[task].val.to_dict())
       data = spec.data
       if (config.checkpoint.get('best_metric') and data.get('source') == 'synthetic'
           and int(data.get('seed', 0)) >= TEST_SEED_START):
