@@ -9,9 +9,9 @@ The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax, 
 by :class:`checkpoint.TrainCheckpoints`: ``model``, ``opt_state``, ``train`` (step, rng) and
 ``data`` (the grain iterator state) per step), best.json, metrics.json, metrics.jsonl (one line per
 log step: step and the logged scalars), evals.jsonl (one line per evaluation: step, samples seen
-and the metrics), TensorBoard events, plots/. Re-running on the same workdir resumes; a config of another model is refused
-before anything is written (:func:`check_run_directory`), and a changed config.json is kept
-beside the new one (:func:`write_run_description`).
+and the metrics), TensorBoard events, plots/. Re-running on the same workdir resumes; a config of
+another model is refused before anything is written (:func:`check_run_directory`), and a changed
+config.json is kept beside the new one (:func:`write_run_description`).
 """
 
 from __future__ import annotations
