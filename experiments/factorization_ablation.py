@@ -29,7 +29,7 @@ ARMS = ('factorized multi-task', 'shared multi-task', 'separate single-task')
 def _params(cfg) -> int:
   from vitpose_jax import models, train
 
-  return models.count_params(models.abstract_model(train.model_config(cfg)))
+  return models.count_params(models.abstract_model(train.model_config_from_training(cfg)))
 
 
 def main(argv=None):

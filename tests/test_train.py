@@ -20,6 +20,11 @@ def _config(arg='runlocal,variant=nano,tasks=coco+infant', **overrides):
                             overrides)
 
 
+def _rows(workdir, name='metrics.jsonl'):
+  with open(os.path.join(workdir, name)) as f:
+    return [json.loads(line) for line in f]
+
+
 def test_runlocal_writes_the_run_directory_and_a_rerun_resumes(cache, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   metrics = train.train_and_evaluate(_config(), workdir)
@@ -30,15 +35,49 @@ def test_runlocal_writes_the_run_directory_and_a_rerun_resumes(cache, tmp_path, 
   assert any(n.startswith('events') for n in names)
   assert json.loads(open(os.path.join(workdir, 'metrics.json')).read())['step'] == 3
   assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == ['coco.png', 'infant.png']
+  # One line per log step (runlocal logs every step) with the logged scalars.
+  rows = _rows(workdir)
+  assert [r['step'] for r in rows] == [1, 2, 3]
+  assert {'train/loss', 'train/lr', 'train/grad_norm', 'train/img_per_s',
+          'train/coco_loss'} <= set(rows[0])
+  assert rows[-1]['train/loss'] == metrics['train/loss']
+  # A line logged after the last checkpoint (as by a run killed there) is dropped on resume:
+  # the resumed run redoes that step, and the file stays one curve.
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps({'step': 4, 'train/loss': -1.0}) + '\n')
   again = train.train_and_evaluate(_config(total_steps=5), workdir)
   assert again['step'] == 5
   assert 'resuming' in capsys.readouterr().out
+  rows = _rows(workdir)
+  assert [r['step'] for r in rows] == [1, 2, 3, 4, 5]
+  assert rows[3]['train/loss'] != -1.0
 
 
-def test_a_non_finite_loss_stops_training_naming_the_step(cache, tmp_path):
-  config = _config(**{'tasks.infant.loss_weight': float('nan')})
-  with pytest.raises(train.TrainingError, match='non-finite loss nan at step 1'):
-    train.train_and_evaluate(config, str(tmp_path / 'nan'))
+def test_a_non_finite_loss_stops_training_naming_the_step_window(cache, tmp_path):
+  import jax
+  import numpy as np
+  from flax import nnx
+  from vitpose_jax import checkpoint
+
+  workdir = str(tmp_path / 'nan')
+  base = {'evals': {}, 'plots': 0, 'checkpoint.every_steps': 2}
+  train.train_and_evaluate(_config(total_steps=3, **base), workdir)
+  # Resumed with a loss that is nan from step 4 on; metrics are fetched (and checked) at log,
+  # checkpoint and evaluation steps only, so the failure names the window since the last check.
+  nan = {**base, 'checkpoint.every_steps': 100, 'tasks.infant.loss_weight': np.nan}
+  with pytest.raises(train.TrainingError,
+                     match=r'^non-finite loss nan or parameter norm nan at step 6: it became nan '
+                           r'or inf somewhere within steps 4-6; the last checkpoint \(step 3\) '
+                           r'is from before it$'):
+    train.train_and_evaluate(_config(total_steps=9, log_every_steps=3, **nan), workdir)
+  model, step = checkpoint.load_model(workdir)
+  assert step == 3
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
+  # Without a log step before it, the check before a checkpoint catches it.
+  nan['checkpoint.every_steps'] = 4
+  with pytest.raises(train.TrainingError, match=r'at step 4: it became nan or inf at step 4; '):
+    train.train_and_evaluate(_config(total_steps=9, log_every_steps=100, **nan), workdir)
+  assert checkpoint.load_model(workdir)[1] == 3
 
 
 _LOSSES = textwrap.dedent('''
@@ -184,7 +223,8 @@ def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):
   target = models.create_model(models.model_config(
       'nano', {'wheelchair': 'wheelchair23', 'coco': 'coco17'}))
   fresh = nnx.to_pure_dict(nnx.state(target))
-  assert train._init_from(target, str(tmp_path / 'src')) == ['backbone', 'coco']
+  assert models.init_from(target, checkpoint.load_model(str(tmp_path / 'src'))[0]) == [
+      'backbone', 'coco']
   src, dst = nnx.to_pure_dict(nnx.state(source)), nnx.to_pure_dict(nnx.state(target))
   np.testing.assert_array_equal(dst['backbone']['pos_embed'], src['backbone']['pos_embed'])
   block_src, block_dst = src['backbone']['blocks'][1]['mlp'], dst['backbone']['blocks'][1]['mlp']
@@ -213,7 +253,7 @@ def test_a_new_schema_starts_from_the_source_channels_of_the_joints_both_name(tm
   target = models.create_model(models.model_config(
       'nano', {'wheelchair': 'wheelchair23', 'infant': 'infant_smil25'}))
   fresh = nnx.to_pure_dict(nnx.state(target))
-  loaded = train._init_from(target, str(tmp_path / 'src'),
+  loaded = models.init_from(target, checkpoint.load_model(str(tmp_path / 'src'))[0],
                             {'wheelchair': 'coco', 'infant': 'coco'}, shared_keypoints=shared)
   assert loaded[1:] == (['wheelchair expert+decoder+17/23 keypoint channels <- coco',
                          'infant expert+decoder+13/25 keypoint channels <- coco'] if shared else
@@ -244,18 +284,24 @@ def test_keeps_the_last_checkpoints_and_the_best_by_the_configured_metric(cache,
                                                                           monkeypatch):
   from vitpose_jax import checkpoint
 
-  scripted = iter([0.1, 0.5, 0.2])
+  scripted = iter([0.1, 0.5, 0.2, 0.3, 0.5])
   monkeypatch.setattr(train, '_evaluate',
                       lambda *args, **kwargs: {'mean/AP': next(scripted), 'coco/AP': 0.0})
   workdir = str(tmp_path / 'best')
-  config = _config(total_steps=6, eval_every_steps=2, plots=0,
-                   **{'checkpoint.every_steps': 1, 'checkpoint.keep': 1})
-  metrics = train.train_and_evaluate(config, workdir)
+  overrides = {'eval_every_steps': 2, 'plots': 0, 'checkpoint.every_steps': 1,
+               'checkpoint.keep': 1}
+  metrics = train.train_and_evaluate(_config(total_steps=6, **overrides), workdir)
   assert metrics['mean/AP'] == 0.2
   assert checkpoint.read_best(workdir) == {'metric': 'mean/AP', 'value': 0.5, 'step': 4}
   assert sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints'))) == [4, 6]
   assert checkpoint.load_model(workdir, step='best')[1] == 4
   assert checkpoint.load_model(workdir)[1] == 6
+  # A resumed run still knows which step is the best (Orbax reads the steps' records back); an
+  # equal value later does not replace it.
+  train.train_and_evaluate(_config(total_steps=10, **overrides), workdir)
+  assert checkpoint.read_best(workdir)['step'] == 4
+  assert sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints'))) == [4, 10]
+  assert checkpoint.load_model(workdir, step='best')[1] == 4
 
 
 def _finetune_config(arg, init_from):

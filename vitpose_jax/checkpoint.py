@@ -1,9 +1,10 @@
 """Run directories: ``model.json`` plus Orbax checkpoints under ``checkpoints/`` (DESIGN §3.2).
 
 Every checkpoint step holds a ``model`` item: the model's full NNX state (parameters and BatchNorm
-statistics) as a pure dict. Trainers add their own items beside it in the same step (optimizer
-state, data-iterator state); readers that only need the network restore ``model`` alone, so a
-training run, a converted checkpoint and an exported one are all opened the same way.
+statistics) as a pure dict. A training run adds its own items beside it in the same step
+(:class:`TrainCheckpoints`: optimizer state, step and rng, data-iterator state); readers that only
+need the network restore ``model`` alone, so a training run, a converted checkpoint and an
+exported one are all opened the same way.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from orbax.checkpoint import checkpoint_managers as policies
 
 from vitpose_jax import models, zoo
 
 MODEL_ITEM = 'model'
+# The items a training run adds to each step.
+OPT_STATE_ITEM = 'opt_state'
+TRAIN_ITEM = 'train'  # step counter and rng key data
+DATA_ITEM = 'data'  # the grain iterator's state, JSON
 
 
 class CheckpointError(ValueError):
@@ -33,6 +40,120 @@ def manager(workdir: str, **options) -> ocp.CheckpointManager:
   """The run's CheckpointManager; ``options`` go to ``ocp.CheckpointManagerOptions``."""
   return ocp.CheckpointManager(checkpoint_dir(workdir),
                                options=ocp.CheckpointManagerOptions(create=True, **options))
+
+
+def _rank(record: dict) -> tuple:
+  """Orders the records :class:`TrainCheckpoints` saves with each step: evaluated steps by value
+  (the earlier first among equal values, as best.json names the first), all above the steps saved
+  without an evaluation, which rank by step."""
+  if 'value' in record:
+    return (1, record['value'], -record['step'])
+  return (0, record['step'], 0)
+
+
+class TrainCheckpoints:
+  """A training run's checkpoints: saves and restores the train state (``model``, ``opt_state``,
+  ``train`` = step and rng, ``data`` = the iterator state) and keeps, with Orbax's preservation
+  policies, the last ``keep`` steps (every one when 0) plus the best by ``best_metric`` (higher is
+  better; '' for none). Each step saved while ``best_metric`` is set records ``{'step'}``, plus
+  ``'metric'`` and ``'value'`` when it was evaluated, as Orbax metrics; the best record is also
+  written to best.json (:func:`read_best`, ``--step best``) by process 0. Every process calls
+  every method: Orbax coordinates the processes' writes. A context manager: leaving it waits
+  for the last save.
+
+  ``state`` is the trainer's dict: ``params`` and ``batch_stats`` (NNX states of ``graphdef``),
+  ``opt_state``, ``step`` (int32 scalar) and ``rng`` (key data).
+  """
+
+  def __init__(self, workdir: str, graphdef, *, keep: int, best_metric: str = ''):
+    self.workdir = workdir
+    self.graphdef = graphdef
+    self.best_metric = best_metric
+    latest = policies.LatestN(n=keep or None)
+    if best_metric:
+      # Orbax's own best_fn would keep the best `keep` instead of the last ones; BestN next to
+      # LatestN keeps both. BestN keeps every step that has no record, so every step gets one
+      # (steps of runs written before the records existed are all kept: no best is lost). Orbax
+      # writes the records only when best_fn is set.
+      policy = policies.AnyPreservationPolicy(
+          [latest, policies.BestN(get_metric_fn=_rank, reverse=False, n=1)])
+      self.mngr = manager(workdir, best_fn=_rank, best_mode='max', preservation_policy=policy)
+    else:
+      self.mngr = manager(workdir, preservation_policy=latest)
+    self.best = read_best(workdir)
+
+  @property
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def is_new_best(self, step: int, value: float | None) -> bool:
+    """Whether ``value`` of ``best_metric`` at ``step`` beats the best so far."""
+    if not self.best_metric or value is None:
+      return False
+    record = {'value': value, 'step': step}
+    return self.best is None or _rank(record) > _rank(self.best)
+
+  def save(self, step: int, state: dict[str, Any], data_state: dict, *,
+           value: float | None = None):
+    """Saves ``state`` and ``data_state`` as ``step`` (asynchronously), with ``value``, the
+    step's ``best_metric`` when it was evaluated; updates best.json when it is a new best."""
+    net = nnx.merge(self.graphdef, state['params'], state['batch_stats'])
+    record = None
+    if self.best_metric:
+      record = {'step': step}
+      if value is not None:
+        record.update(metric=self.best_metric, value=float(value))
+    new_best = self.is_new_best(step, value)
+    self.mngr.save(step, args=ocp.args.Composite(**{
+        MODEL_ITEM: ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(net))),
+        OPT_STATE_ITEM: ocp.args.StandardSave(state['opt_state']),
+        TRAIN_ITEM: ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
+        DATA_ITEM: ocp.args.JsonSave(data_state),
+    }), metrics=record, force=True)
+    if new_best:
+      self.best = record
+      # best.json names only a step whose files are complete.
+      self.wait()
+      if jax.process_index() == 0:
+        write_best(self.workdir, record)
+
+  def restore(self, step: int, state: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """``(state, data_state)`` at ``step``, each array with the sharding of its counterpart in
+    ``state`` (the freshly initialised train state, which gives the structure)."""
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    net = nnx.merge(self.graphdef, state['params'], state['batch_stats'])
+    model_like = nnx.to_pure_dict(nnx.state(net))
+    sharding = state['step'].sharding
+    restored = self.mngr.restore(step, args=ocp.args.Composite(**{
+        MODEL_ITEM: ocp.args.StandardRestore(jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), model_like)),
+        OPT_STATE_ITEM: ocp.args.StandardRestore(abstract['opt_state']),
+        TRAIN_ITEM: ocp.args.StandardRestore({'step': abstract['step'], 'rng': abstract['rng']}),
+        DATA_ITEM: ocp.args.JsonRestore(),
+    }))
+    net_state = nnx.state(net)
+    nnx.replace_by_pure_dict(net_state, restored[MODEL_ITEM])
+    nnx.update(net, net_state)
+    _, params, batch_stats = nnx.split(net, nnx.Param, nnx.BatchStat)
+    state = {'params': params, 'batch_stats': batch_stats,
+             'opt_state': restored[OPT_STATE_ITEM], 'step': restored[TRAIN_ITEM]['step'],
+             'rng': restored[TRAIN_ITEM]['rng']}
+    return state, restored[DATA_ITEM]
+
+  def wait(self):
+    """Blocks until the last save is complete on disk."""
+    self.mngr.wait_until_finished()
+
+  def close(self):
+    """Waits for the last save and releases the manager."""
+    self.mngr.close()
+
+  def __enter__(self) -> TrainCheckpoints:
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
 
 def best_path(workdir: str) -> str:

@@ -5,12 +5,13 @@ One factorized model, one global batch per step holding every task's share (stat
 donated). Heatmap targets are made on device from the batch's crop keypoints; each task's
 JointsMSE is averaged over that task's own samples, then weighted by its ``loss_weight``.
 
-The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax: ``model``,
-``opt_state``, ``train`` (step, rng) and ``data`` (the grain iterator state) per step),
-metrics.json, evals.jsonl (one line per evaluation: step, samples seen and the metrics), TensorBoard
-events, plots/. Re-running on the same workdir resumes; a config of another model is refused
-before anything is written (:func:`check_run_directory`), and a changed config.json is kept
-beside the new one (:func:`write_run_description`).
+The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax, written and kept
+by :class:`checkpoint.TrainCheckpoints`: ``model``, ``opt_state``, ``train`` (step, rng) and
+``data`` (the grain iterator state) per step), best.json, metrics.json, metrics.jsonl (one line per
+log step: step and the logged scalars), evals.jsonl (one line per evaluation: step, samples seen
+and the metrics), TensorBoard events, plots/. Re-running on the same workdir resumes; a config of
+another model is refused before anything is written (:func:`check_run_directory`), and a changed
+config.json is kept beside the new one (:func:`write_run_description`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -50,7 +50,7 @@ class TrainingError(RuntimeError):
 TRAINABLE = ('all', 'experts+heads', 'heads', 'tokens')
 
 
-def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
+def model_config_from_training(config: ml_collections.ConfigDict) -> models.ModelConfig:
   """The network a training config describes (``config.model`` + one task per
   ``config.tasks``). ``config.model.variant = 'init_from'`` takes the network's geometry (width,
   depth, P, decoder, input size) from the run ``config.init_from`` names, with the config's tasks.
@@ -99,110 +99,9 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
       num_knowledge_tokens=m.get('knowledge_tokens', 0))
 
 
-def _init_from(model: models.VitPose, path: str,
-               expert_from: Mapping[str, str] | None = None,
-               shared_keypoints: bool = True) -> list[str]:
-  """Loads weights of another run or converted checkpoint: the backbone's shared parts, and the
-  experts and heads of tasks with the same name and schema. ``expert_from`` maps a task of the
-  model that the source lacks to a task of the source whose expert and decoder layers initialise
-  it. Where the two schemas differ, the keypoint layer's output channels of the joints they share
-  by name (``skeletons.keypoint_mapping``: 17 of wheelchair23's 23 joints are coco17's, 13 of
-  infant_smil25's 25) are copied when ``shared_keypoints`` is true; the other channels keep their
-  fresh initialisation. Returns what was loaded."""
-  expert_from = dict(expert_from or {})
-  source, _ = checkpoint.load_model(path)
-  for new, old in expert_from.items():
-    if new not in model.config.task_names:
-      raise TrainingError(f'expert_from: {new!r} is not a task of this config '
-                          f'({", ".join(model.config.task_names)})')
-    if old not in source.config.task_names:
-      raise TrainingError(f'expert_from: {path} has no task {old!r} '
-                          f'(it has {", ".join(source.config.task_names)})')
-  src = nnx.to_pure_dict(nnx.state(source))
-  dst = nnx.to_pure_dict(nnx.state(model))
-  src_blocks, dst_blocks = src['backbone']['blocks'], dst['backbone']['blocks']
-  if len(src_blocks) != len(dst_blocks):
-    raise TrainingError(f'init_from {path}: depth {len(src_blocks)} != {len(dst_blocks)}')
-  loaded = ['backbone']
-
-  def copy(a, b, where):
-    def check(x, y):
-      if np.shape(x) != np.shape(y):
-        raise TrainingError(f'init_from {path}: {where} has shape {np.shape(x)}, the model '
-                            f'needs {np.shape(y)}')
-      # A copy: one source array may start several tasks, and the train step donates its state,
-      # which must not hold one buffer twice.
-      return np.array(x)
-    return jax.tree.map(check, a, b)
-
-  for key in ('patch_embed', 'pos_embed', 'last_norm'):
-    dst['backbone'][key] = copy(src['backbone'][key], dst['backbone'][key], f'backbone.{key}')
-  for i, block in src_blocks.items():
-    for key in ('norm1', 'attn', 'norm2'):
-      dst_blocks[i][key] = copy(block[key], dst_blocks[i][key], f'blocks.{i}.{key}')
-    for key in ('fc1', 'fc2'):
-      dst_blocks[i]['mlp'][key] = copy(block['mlp'][key], dst_blocks[i]['mlp'][key],
-                                       f'blocks.{i}.mlp.{key}')
-  for task in model.config.tasks:
-    same = (task.name in source.config.task_names
-            and source.config.task(task.name).skeleton == task.skeleton)
-    if same:
-      old = source.config.task(task.name)
-    elif task.name in expert_from:
-      old = source.config.task(expert_from[task.name])
-    else:
-      continue
-    if model.config.factorized and source.config.factorized:
-      for i, block in src_blocks.items():
-        dst_blocks[i]['mlp']['experts'][task.expert] = copy(
-            block['mlp']['experts'][old.expert], dst_blocks[i]['mlp']['experts'][task.expert],
-            f'blocks.{i}.mlp.experts.{old.expert}')
-    if old.head != task.head:
-      loaded.append(f'{task.name} expert <- {old.name}')
-      continue
-    src_head, dst_head = src['heads'][old.name], dst['heads'][task.name]
-    if old.skeleton == task.skeleton:
-      dst['heads'][task.name] = copy(src_head, dst_head, f'heads.{old.name}')
-      loaded.append(task.name if old.name == task.name else f'{task.name} <- {old.name}')
-    else:
-      # Another schema: the decoder's feature layers carry over; of the keypoint layer, only the
-      # channels of joints both schemas name.
-      for key in dst_head:
-        if key != 'final_layer':
-          dst_head[key] = copy(src_head[key], dst_head[key], f'heads.{old.name}.{key}')
-      pairs = skeletons.keypoint_mapping(old.skeleton, task.skeleton) if shared_keypoints else ()
-      if pairs:
-        dst_head['final_layer'] = _copy_channels(src_head['final_layer'],
-                                                 dst_head['final_layer'], pairs)
-        loaded.append(f'{task.name} expert+decoder+{len(pairs)}/{task.skeleton.num_keypoints} '
-                      f'keypoint channels <- {old.name}')
-      else:
-        loaded.append(f'{task.name} expert+decoder <- {old.name}')
-  state = nnx.state(model)
-  nnx.replace_by_pure_dict(state, dst)
-  nnx.update(model, state)
-  return loaded
-
-
-def _copy_channels(src: Mapping, dst: Mapping, pairs) -> dict:
-  """``dst`` (a keypoint layer: kernel (..., C, K), bias (K,)) with output channel j taken from
-  ``src``'s channel i for each (i, j) in ``pairs``."""
-  out = {}
-  for key, value in dst.items():
-    value = np.array(value)
-    source = np.asarray(src[key])
-    if value.shape[:-1] != source.shape[:-1]:
-      raise TrainingError(f'init_from: keypoint layer {key} has shape {source.shape}, the model '
-                          f'needs {value.shape} (the same but for the number of keypoints)')
-    for i, j in pairs:
-      value[..., j] = source[..., i]
-    out[key] = value
-  return out
-
-
 def _trainable(config, mcfg: models.ModelConfig):
-  """The parameters the run trains (``config.trainable``), as make_optimizer's predicate. Tokens
-  that come from another model (``knowledge_source_width``) never train."""
+  """The parameters the run trains (``config.trainable``), as optim.make_optimizer's predicate.
+  Tokens that come from another model (``knowledge_source_width``) never train."""
   mode = config.get('trainable', 'all')
   if mode not in TRAINABLE:
     raise TrainingError(f'config.trainable {mode!r} is not one of {", ".join(TRAINABLE)}')
@@ -485,8 +384,8 @@ def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sha
               for k in _DEVICE_KEYS} for t, b in batch.items()}
 
 
-def make_optimizer(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, params, *,
-                   total_steps: int, steps_per_epoch: int):
+def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, params, *,
+                           total_steps: int, steps_per_epoch: int):
   """The run's optimizer (``config.optimizer``, ``config.trainable``) and learning-rate schedule
   (``config.schedule``, epochs converted with ``steps_per_epoch``): ``(tx, lr_schedule)``."""
   sched_cfg = config.schedule
@@ -567,15 +466,150 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   return jax.jit(train_step, out_shardings=sharding, donate_argnums=0)
 
 
+def _initial_model(config: ml_collections.ConfigDict,
+                   mcfg: models.ModelConfig) -> models.VitPose:
+  """The model before training: fresh, with the weights ``config.init_from`` names loaded into it
+  (see :func:`models.init_from`) and the knowledge tokens of ``config.tokens_from``."""
+  model = models.create_model(mcfg, seed=config.seed)
+  if config.init_from:
+    source, _ = checkpoint.load_model(config.init_from)
+    try:
+      loaded = models.init_from(model, source, config.get('expert_from', {}),
+                                shared_keypoints=config.get('init_shared_keypoints', True))
+    except models.ModelConfigError as e:
+      raise TrainingError(f'init_from {config.init_from}: {e}') from None
+    logging.info('init_from %s: loaded %s', config.init_from, loaded)
+    if jax.process_index() == 0:
+      print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
+  elif config.get('expert_from'):
+    raise TrainingError('config.expert_from needs config.init_from')
+  if config.get('tokens_from'):
+    print(f'loaded {_knowledge_source(model, config.tokens_from)}', flush=True)
+  return model
+
+
+def _keep_rows_until(path: str, step: int):
+  """Drops the lines of JSON-lines file ``path`` logged after ``step``: a resumed run redoes
+  those steps, and its file stays one curve."""
+  try:
+    with open(path) as f:
+      lines = f.readlines()
+  except FileNotFoundError:
+    return
+  kept = [line for line in lines if json.loads(line)['step'] <= step]
+  if len(kept) < len(lines):
+    _write(path, ''.join(kept))
+
+
+def _append_row(path: str, row: Mapping[str, Any]):
+  with open(path, 'a') as f:
+    f.write(json.dumps(row) + '\n')
+
+
+def fetch_metrics(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+  """The train step's (replicated, scalar) metrics as host floats, in one transfer that waits for
+  the step to finish."""
+  # Read from this host's copy: across processes a global array is not fully addressable.
+  local = jax.device_get({k: v.addressable_data(0) for k, v in metrics.items()})
+  return {k: float(v) for k, v in local.items()}
+
+
+class _Progress:
+  """The loop's view of its metrics. The train step's metrics stay on the device until a step
+  needs them (a log step, or one that checkpoints or evaluates): fetching them every step would
+  make the host wait for the device each step. Each fetch checks the loss and the parameter norm
+  (of the parameters after the update) for nan or inf, so a non-finite state is never saved or
+  evaluated; the failure names the window of steps since the last check. Log steps go to
+  TensorBoard, ``metrics.jsonl`` (one JSON object per log step) and stdout, on process 0."""
+
+  def __init__(self, workdir: str, *, start: int, total_steps: int, global_batch: int):
+    from tensorboardX import SummaryWriter
+
+    self.primary = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if self.primary:
+      _keep_rows_until(self.path, start)
+    self.writer = SummaryWriter(workdir) if self.primary else _NullWriter()
+    self.start, self.total_steps, self.global_batch = start, total_steps, global_batch
+    self.checked = self.logged = start
+    self.last_loss = float('nan')
+    self.t_start = self.t_log = time.perf_counter()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.writer.close()
+
+  def fetch(self, step: int, metrics: Mapping[str, jax.Array],
+            last_checkpoint: int | None) -> dict[str, float]:
+    """``metrics`` of ``step`` as floats; a TrainingError when the loss or the parameters are not
+    finite."""
+    values = fetch_metrics(metrics)
+    loss, norm = values['train/loss'], values['train/param_norm']
+    if not (np.isfinite(loss) and np.isfinite(norm)):
+      kept = ('no checkpoint was written' if last_checkpoint is None else
+              f'the last checkpoint (step {last_checkpoint}) is from before it')
+      window = (f'at step {step}' if step == self.checked + 1 else
+                f'somewhere within steps {self.checked + 1}-{step}')
+      raise TrainingError(f'non-finite loss {loss} or parameter norm {norm} at step {step}: it '
+                          f'became nan or inf {window}; {kept}')
+    self.checked = step
+    self.last_loss = loss
+    return values
+
+  def log(self, step: int, values: Mapping[str, float]):
+    now = time.perf_counter()
+    row = {**values, 'train/img_per_s': (step - self.logged) * self.global_batch
+           / (now - self.t_log)}
+    for k, v in row.items():
+      self.writer.add_scalar(k, v, step)
+    if self.primary:
+      _append_row(self.path, {'step': step, **row})
+      eta = (self.total_steps - step) * (now - self.t_start) / max(1, step - self.start)
+      print(f'step {step}/{self.total_steps}  loss {values["train/loss"]:.7g}  '
+            f'lr {values["train/lr"]:.2e}  {row["train/img_per_s"]:.1f} img/s  '
+            f'ETA {eta / 60:.1f} min', flush=True)
+    self.t_log, self.logged = now, step
+
+
+def _evaluate_at(state, graphdef, config: ml_collections.ConfigDict, workdir: str, step: int,
+                 writer, *, global_batch: int) -> tuple[dict[str, Any], float | None]:
+  """``(metrics, value)``: process 0 evaluates on its own copy of the (replicated) model while
+  the others wait, and appends the line of evals.jsonl; ``value`` is
+  ``config.checkpoint.best_metric`` (None when unset or not among the metrics), the same on every
+  process, since whether to save is decided collectively."""
+  metrics = {}
+  if jax.process_index() == 0:
+    local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
+             for k in ('params', 'batch_stats')]
+    metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
+    # One line per evaluation: the learning curve of the run, which TensorBoard also holds but
+    # which scripts should not need TensorBoard to read.
+    _append_row(os.path.join(workdir, 'evals.jsonl'),
+                {'step': step, 'samples_seen': step * global_batch,
+                 **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+  best_metric = config.checkpoint.get('best_metric') or ''
+  if not best_metric:
+    return metrics, None
+  value = metrics.get(best_metric)
+  if jax.process_index() == 0 and value is None:
+    logging.warning('checkpoint.best_metric %r is not among the evaluation metrics %s',
+                    best_metric, sorted(metrics))
+  if jax.process_count() > 1:
+    value = float(multihost_utils.broadcast_one_to_all(
+        np.float64(np.nan if value is None else value)))
+    value = None if np.isnan(value) else value
+  return metrics, value
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from ``workdir`` when it holds checkpoints), evaluates, writes the run
   directory and returns the final metrics."""
-  from tensorboardX import SummaryWriter
-
   _check_test_seeds(config)
   config = resolve_evals(config)
   os.makedirs(workdir, exist_ok=True)
-  mcfg = model_config(config)
+  mcfg = model_config_from_training(config)
   check_run_directory(workdir, mcfg)
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ('data',))
@@ -592,17 +626,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   global_batch = sum(t.batch_size for t in config.tasks.values())
   total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
 
-  model = models.create_model(mcfg, seed=config.seed)
-  if config.init_from:
-    loaded = _init_from(model, config.init_from, config.get('expert_from', {}),
-                        shared_keypoints=config.get('init_shared_keypoints', True))
-    logging.info('init_from %s: loaded %s', config.init_from, loaded)
-    if jax.process_index() == 0:
-      print(f'init_from {config.init_from}: loaded {", ".join(loaded)}', flush=True)
-  elif config.get('expert_from'):
-    raise TrainingError('config.expert_from needs config.init_from')
-  if config.get('tokens_from'):
-    print(f'loaded {_knowledge_source(model, config.tokens_from)}', flush=True)
+  model = _initial_model(config, mcfg)
   # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
@@ -611,12 +635,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   teacher_graphdef, teacher_state = (nnx.split(teacher) if teacher is not None
                                      else (None, None))
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  tx, lr_schedule = make_optimizer(config, mcfg, params, total_steps=total_steps,
-                                   steps_per_epoch=steps_per_epoch)
-  state = init_state(params, batch_stats, tx, config.seed)
-  state = jax.device_put(state, replicated)
+  tx, lr_schedule = optimizer_and_schedule(config, mcfg, params, total_steps=total_steps,
+                                           steps_per_epoch=steps_per_epoch)
+  state = jax.device_put(init_state(params, batch_stats, tx, config.seed), replicated)
   teacher_state = jax.device_put(teacher_state, replicated)
-
   if config.get('trainable', 'all') == 'tokens' and not mcfg.num_knowledge_tokens:
     raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
   step_fn = make_train_step(config, mcfg, graphdef, tx, lr_schedule, sharding=replicated,
@@ -627,140 +649,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   primary = jax.process_index() == 0
   if primary:
     write_run_description(workdir, config, mcfg)
-  # Retention is ours (the last `keep` steps plus the best one); Orbax's best_fn would keep the
-  # best N instead of the last N.
-  mngr = checkpoint.manager(workdir)
-  best_metric = config.checkpoint.get('best_metric') or ''
-  best = checkpoint.read_best(workdir)
-
-  def save(step: int):
-    net = nnx.merge(graphdef, state['params'], state['batch_stats'])
-    mngr.save(step, args=ocp.args.Composite(**{
-        checkpoint.MODEL_ITEM: ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(net))),
-        'opt_state': ocp.args.StandardSave(state['opt_state']),
-        'train': ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
-        'data': ocp.args.JsonSave(iterator.get_state()),
-    }), force=True)
-
-  def prune():
-    mngr.wait_until_finished()
-    steps = sorted(mngr.all_steps())
-    keep = set(steps[-config.checkpoint.keep:]) if config.checkpoint.keep else set(steps)
-    if best is not None:
-      keep.add(best['step'])
-    for s in steps:
-      if s not in keep:
-        mngr.delete(s)
-
-  def evaluate_at(step: int) -> dict[str, Any]:
-    """Process 0 evaluates on its own copy of the (replicated) model while the others wait; all
-    then agree on whether this step is the best so far, since saving is collective."""
-    nonlocal best
-    metrics = {}
-    if primary:
-      local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
-               for k in ('params', 'batch_stats')]
-      metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
-      # One line per evaluation: the learning curve of the run, which TensorBoard also holds
-      # but which scripts should not need TensorBoard to read.
-      with open(os.path.join(workdir, 'evals.jsonl'), 'a') as f:
-        f.write(json.dumps({'step': step, 'samples_seen': step * global_batch,
-                            **{k: v for k, v in metrics.items()
-                               if isinstance(v, (int, float))}}) + '\n')
-    if best_metric:
-      value = metrics.get(best_metric)
-      if primary and value is None:
-        logging.warning('checkpoint.best_metric %r is not among the evaluation metrics %s',
-                        best_metric, sorted(metrics))
-      if jax.process_count() > 1:
-        value = float(multihost_utils.broadcast_one_to_all(
-            np.float64(np.nan if value is None else value)))
-        value = None if np.isnan(value) else value
-      if value is not None and (best is None or value > best['value']):
-        if mngr.latest_step() != step:
-          save(step)
-        best = {'metric': best_metric, 'value': float(value), 'step': step}
-        if primary:
-          checkpoint.write_best(workdir, best)
-    prune()
-    return metrics
-
-  start = mngr.latest_step()
+  ckpt = checkpoint.TrainCheckpoints(workdir, graphdef, keep=config.checkpoint.keep,
+                                     best_metric=config.checkpoint.get('best_metric') or '')
+  start = ckpt.latest_step
   if start is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            state)
-    net = nnx.merge(graphdef, state['params'], state['batch_stats'])
-    restored = mngr.restore(start, args=ocp.args.Composite(**{
-        checkpoint.MODEL_ITEM: ocp.args.StandardRestore(
-            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                         nnx.to_pure_dict(nnx.state(net)))),
-        'opt_state': ocp.args.StandardRestore(abstract['opt_state']),
-        'train': ocp.args.StandardRestore({'step': abstract['step'], 'rng': abstract['rng']}),
-        'data': ocp.args.JsonRestore(),
-    }))
-    net_state = nnx.state(net)
-    nnx.replace_by_pure_dict(net_state, restored[checkpoint.MODEL_ITEM])
-    nnx.update(net, net_state)
-    _, params, batch_stats = nnx.split(net, nnx.Param, nnx.BatchStat)
-    state = {'params': params, 'batch_stats': batch_stats, 'opt_state': restored['opt_state'],
-             'step': restored['train']['step'], 'rng': restored['train']['rng']}
-    iterator.set_state(restored['data'])
+    state, data_state = ckpt.restore(start, state)
+    iterator.set_state(data_state)
     logging.info('resumed from step %d', start)
     print(f'resuming {workdir} from step {start}', flush=True)
   step = int(state['step'].addressable_data(0))
+  if primary:
+    _keep_rows_until(os.path.join(workdir, 'evals.jsonl'), step)
 
-  writer = SummaryWriter(workdir) if primary else _NullWriter()
-  last_loss = float('nan')
-  t_log, n_log = time.perf_counter(), 0
-  t_start = time.perf_counter()
-  with _Stop() as stop:
+  with _Stop() as stop, ckpt, _Progress(workdir, start=step, total_steps=total_steps,
+                                        global_batch=global_batch) as progress:
     while step < total_steps:
-      batch = to_device(next(iterator), sharded)
-      state, metrics = step_fn(state, batch, teacher_state)
+      state, metrics = step_fn(state, to_device(next(iterator), sharded), teacher_state)
       step += 1
-      n_log += 1
-      # Replicated values are read from this host's copy: across processes a global array is not
-      # fully addressable.
-      metrics = {k: float(v.addressable_data(0)) for k, v in metrics.items()}
-      loss = metrics['train/loss']
-      if not np.isfinite(loss):
-        writer.close()
-        raise TrainingError(f'non-finite loss {loss} at step {step}; the last checkpoint '
-                            f'(step {mngr.latest_step()}) is intact')
-      last_loss = loss
-      if step % config.log_every_steps == 0 or step == total_steps:
-        now = time.perf_counter()
-        rate = n_log * global_batch / (now - t_log)
-        for k, v in metrics.items():
-          writer.add_scalar(k, v, step)
-        writer.add_scalar('train/img_per_s', rate, step)
-        eta = (total_steps - step) * (now - t_start) / max(1, step - (start or 0))
-        if primary:
-          print(f'step {step}/{total_steps}  loss {loss:.7g}  lr {metrics["train/lr"]:.2e}  '
-                f'{rate:.1f} img/s  ETA {eta / 60:.1f} min', flush=True)
-        t_log, n_log = now, 0
       signal_name = stop.agreed()
-      if step % config.checkpoint.every_steps == 0 or signal_name:
-        save(step)
-        prune()
+      # The last step is logged here, and evaluated and saved after the loop.
+      log = step % config.log_every_steps == 0 or step == total_steps
+      save = (step % config.checkpoint.every_steps == 0 and step < total_steps) or signal_name
+      evaluate = (config.eval_every_steps and step % config.eval_every_steps == 0
+                  and step < total_steps)
+      if log or save or evaluate:
+        values = progress.fetch(step, metrics, ckpt.latest_step)
+        if log:
+          progress.log(step, values)
+      value = None
+      if evaluate:
+        _, value = _evaluate_at(state, graphdef, config, workdir, step, progress.writer,
+                                global_batch=global_batch)
+      if save or ckpt.is_new_best(step, value):
+        ckpt.save(step, state, iterator.get_state(), value=value)
       if signal_name:
-        mngr.wait_until_finished()
+        ckpt.wait()
         print(f'{signal_name}: checkpoint written at step {step}; stopping', flush=True)
-        writer.close()
         raise SystemExit(143 if signal_name == 'SIGTERM' else 130)
-      if (config.eval_every_steps and step % config.eval_every_steps == 0
-          and step < total_steps):
-        evaluate_at(step)
-  if mngr.latest_step() != step:
-    save(step)
-  final = evaluate_at(step)
-  prune()
-  final.update({'step': step, 'train/loss': last_loss})
+    final, value = _evaluate_at(state, graphdef, config, workdir, step, progress.writer,
+                                global_batch=global_batch)
+    if ckpt.latest_step != step:
+      ckpt.save(step, state, iterator.get_state(), value=value)
+    final.update({'step': step, 'train/loss': progress.last_loss})
   if primary:
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       json.dump(final, f, indent=1)
-  writer.close()
-  mngr.close()
   return final
 
 

@@ -53,7 +53,7 @@ def single_task_model(args, dtype: str, attention: str = 'auto') -> models.VitPo
   config.model.image_size = args.image_size
   config.model.dtype = dtype
   config.model.attention = attention
-  return models.create_model(train.model_config(config))
+  return models.create_model(train.model_config_from_training(config))
 
 
 def time_inference(args, dtype: str, crops: np.ndarray, attention: str = 'auto') -> dict:
@@ -188,7 +188,7 @@ def bench_torch(args, results):
   config = vs_pytorch.load_config('single_task', f'task=coco,variant={args.variant},'
                                   f'batch={args.batch}')
   config.model.image_size = args.image_size
-  mcfg = train.model_config(config)
+  mcfg = train.model_config_from_training(config)
   k = mcfg.tasks[0].num_keypoints
   model = vs_pytorch.hf_model(mcfg, k).cuda()
   pixels = torch.randn(args.batch, 3, *args.image_size, device='cuda')

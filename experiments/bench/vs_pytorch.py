@@ -142,15 +142,15 @@ class OurTrainer:
 
   def __init__(self, config, *, seed: int = 0):
     self.config = config
-    self.mcfg = train.model_config(config)
+    self.mcfg = train.model_config_from_training(config)
     mesh = Mesh(np.array(jax.devices()), ('data',))
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P('data'))
     self.model = models.create_model(self.mcfg, seed=seed)
     graphdef, params, batch_stats = nnx.split(self.model, nnx.Param, nnx.BatchStat)
     # The schedule's length only sets lr values; any length past the warmup will do.
-    tx, schedule = train.make_optimizer(config, self.mcfg, params, total_steps=10**6,
-                                        steps_per_epoch=1000)
+    tx, schedule = train.optimizer_and_schedule(config, self.mcfg, params, total_steps=10**6,
+                                                steps_per_epoch=1000)
     self.state = jax.device_put(train.init_state(params, batch_stats, tx, seed), self.replicated)
     self.step_fn = train.make_train_step(config, self.mcfg, graphdef, tx, schedule,
                                          sharding=self.replicated)
@@ -159,7 +159,7 @@ class OurTrainer:
     return train.to_device(host_batch, self.sharded)
 
   def step(self, batch) -> float:
-    # The training loop reads the loss every step, which waits for the step to finish.
+    # Reading the loss waits for the step to finish: each timing covers whole steps.
     self.state, metrics = self.step_fn(self.state, batch, None)
     return float(metrics['train/loss'])
 

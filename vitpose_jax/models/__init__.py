@@ -16,12 +16,11 @@ from vitpose_jax.models.pose import (
     abstract_model,
     count_params,
     create_model,
-    dense_for_task,
-    factorize,
 )
+from vitpose_jax.models.surgery import dense_for_task, factorize, init_from
 
 __all__ = [
     'DECODERS', 'VARIANTS', 'ModelConfig', 'ModelConfigError', 'TaskSpec', 'Variant', 'VitPose',
     'abstract_model', 'count_params', 'create_model', 'dense_for_task', 'factorize',
-    'json_differences', 'make_tasks', 'model_config',
+    'init_from', 'json_differences', 'make_tasks', 'model_config',
 ]

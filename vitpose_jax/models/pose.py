@@ -8,7 +8,6 @@ pass; each task's expert and head see only that task's samples.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -140,86 +139,3 @@ def count_params(model: nnx.Module, path_prefix: tuple[str, ...] = ()) -> int:
     if tuple(str(p) for p in path[:len(path_prefix)]) == path_prefix:
       total += int(np.prod(leaf.shape))
   return total
-
-
-def _same_backbone_geometry(a: ModelConfig, b: ModelConfig) -> list[str]:
-  fields = ('width', 'depth', 'num_heads', 'mlp_ratio', 'patch_size', 'patch_padding',
-            'image_size')
-  return [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in fields
-          if getattr(a, f) != getattr(b, f)]
-
-
-def _pure(model: nnx.Module) -> dict:
-  return nnx.to_pure_dict(nnx.state(model))
-
-
-def _load_pure(model: nnx.Module, pure: dict):
-  state = nnx.state(model)
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(model, state)
-
-
-def factorize(dense: VitPose, config: ModelConfig, *, seed: int = 0) -> VitPose:
-  """A factorized model initialised from a dense one so that every task reproduces it.
-
-  Every expert ← the last P output features of the dense fc2 and the shared fc2 ← the first C − P
-  (DESIGN §5); everything else is copied. Heads are copied for tasks the dense model also has
-  (same keypoint count and head type); other heads keep their fresh initialisation.
-  """
-  if dense.config.factorized:
-    raise ModelConfigError('factorize() needs a dense source model (expert_dim = 0)')
-  if not config.factorized:
-    raise ModelConfigError('factorize() needs a target config with expert_dim (P) > 0')
-  mismatch = _same_backbone_geometry(dense.config, config)
-  if mismatch:
-    raise ModelConfigError(f'dense and factorized backbones differ: {"; ".join(mismatch)}')
-  model = create_model(config, seed=seed)
-  src, dst = _pure(dense), _pure(model)
-  keep = config.width - config.expert_dim
-  for key, block in src['backbone']['blocks'].items():
-    out = dst['backbone']['blocks'][key]
-    for name in ('norm1', 'attn', 'norm2'):
-      out[name] = block[name]
-    out['mlp']['fc1'] = block['mlp']['fc1']
-    kernel, bias = block['mlp']['fc2']['kernel'], block['mlp']['fc2']['bias']
-    # Flax kernels are (in, out): output features are columns.
-    out['mlp']['fc2'] = {'kernel': kernel[:, :keep], 'bias': bias[:keep]}
-    for e in out['mlp']['experts']:
-      out['mlp']['experts'][e] = {'kernel': kernel[:, keep:], 'bias': bias[keep:]}
-  for name in ('patch_embed', 'pos_embed', 'last_norm'):
-    dst['backbone'][name] = src['backbone'][name]
-  for t in config.tasks:
-    if t.name in dense.config.task_names:
-      old = dense.config.task(t.name)
-      if (old.num_keypoints, old.head) == (t.num_keypoints, t.head):
-        dst['heads'][t.name] = src['heads'][t.name]
-  _load_pure(model, dst)
-  return model
-
-
-def dense_for_task(model: VitPose, task: str) -> VitPose:
-  """The dense single-task model of ``task``: every fc2 becomes [shared fc2 ; that task's expert].
-
-  This is what the official tools/model_split.py set out to do; the result computes exactly what
-  the factorized model computes for that task.
-  """
-  spec = model.config.task(task)
-  config = model.config.replace(tasks=(dataclasses.replace(spec, expert=0),), expert_dim=0,
-                                num_experts=0)
-  dense = abstract_model(config)
-  src = _pure(model)
-  backbone = src['backbone']
-  for block in backbone['blocks'].values():
-    mlp = block['mlp']
-    if model.config.factorized:
-      expert = mlp['experts'][spec.expert]
-      mlp['fc2'] = {
-          'kernel': jnp.concatenate([mlp['fc2']['kernel'], expert['kernel']], axis=1),
-          'bias': jnp.concatenate([mlp['fc2']['bias'], expert['bias']], axis=0),
-      }
-    mlp['experts'] = {}
-  if model.config.num_knowledge_tokens:
-    i = model.config.task_names.index(task)
-    backbone['knowledge_tokens'] = backbone['knowledge_tokens'][i:i + 1]
-  _load_pure(dense, {'backbone': backbone, 'heads': {task: src['heads'][task]}})
-  return dense
