@@ -9,6 +9,7 @@ from vitpose_jax import codec
 
 IMAGE = (256, 192)
 HEATMAP = (64, 48)
+CODEC = codec.UDPHeatmap(IMAGE, HEATMAP)  # ViTPose's: σ 2, blur kernel 11
 STRIDE = np.array([(IMAGE[1] - 1) / (HEATMAP[1] - 1), (IMAGE[0] - 1) / (HEATMAP[0] - 1)])  # x, y
 
 
@@ -60,7 +61,7 @@ def test_peak_at_subpixel_keypoint():
   rng = np.random.default_rng(0)
   xy = rng.uniform([8, 8], [IMAGE[1] - 9, IMAGE[0] - 9], size=(17, 2))
   keypoints = np.concatenate([xy, np.ones((17, 1))], axis=1).astype(np.float32)
-  heatmaps, weights = codec.udp_targets(keypoints)
+  heatmaps, weights = CODEC.encode(keypoints)
   heatmaps = np.asarray(heatmaps)
   np.testing.assert_array_equal(weights, 1.0)
   for k in range(17):
@@ -70,7 +71,7 @@ def test_peak_at_subpixel_keypoint():
 
 def test_udp_scale_maps_corner_centres_onto_each_other():
   corners = np.array([[0, 0, 1], [IMAGE[1] - 1, IMAGE[0] - 1, 1]], np.float32)
-  heatmaps, _ = codec.udp_targets(corners)
+  heatmaps, _ = CODEC.encode(corners)
   assert heatmaps[0, 0, 0] == 1.0
   assert heatmaps[HEATMAP[0] - 1, HEATMAP[1] - 1, 1] == 1.0
 
@@ -81,7 +82,7 @@ def test_matches_mmpose_loop_including_borders():
   xy = rng.uniform([-40, -40], [IMAGE[1] + 40, IMAGE[0] + 40], size=(200, 2))
   w = (rng.random((200, 1)) > 0.2).astype(np.float32)
   keypoints = np.concatenate([xy, w], axis=1).astype(np.float32)
-  heatmaps, weights = codec.udp_targets(keypoints)
+  heatmaps, weights = CODEC.encode(keypoints)
   ref_maps, ref_weights = mmpose_udp(keypoints)
   np.testing.assert_array_equal(weights, ref_weights)
   np.testing.assert_allclose(heatmaps, ref_maps, atol=1e-5)
@@ -96,13 +97,13 @@ def test_matches_mmpose_loop_including_borders():
     (100.0, -60.0, 0.0),  # far above
 ])
 def test_overlap_rule_at_the_borders(x, y, expect):
-  heatmaps, weights = codec.udp_targets(np.array([[x, y, 1.0]], np.float32))
+  heatmaps, weights = CODEC.encode(np.array([[x, y, 1.0]], np.float32))
   assert float(weights[0]) == expect
   assert (float(heatmaps.max()) > 0) == bool(expect)
 
 
 def test_unlabelled_keypoint_has_no_map():
-  heatmaps, weights = codec.udp_targets(np.array([[100.0, 120.0, 0.0]], np.float32))
+  heatmaps, weights = CODEC.encode(np.array([[100.0, 120.0, 0.0]], np.float32))
   assert float(weights[0]) == 0.0
   assert float(jnp.abs(heatmaps).max()) == 0.0
 

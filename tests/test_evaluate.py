@@ -47,8 +47,7 @@ class _Oracle(Predictor):
 
   def heatmaps(self, task, pixels, *, flip_test=None):
     kps = np.stack([self.positions[tuple(np.round(c, 3))] for c in self._centers])
-    heatmaps, _ = codec.udp_targets(kps, image_size=self.config.image_size,
-                                    heatmap_size=self.config.heatmap_size)
+    heatmaps, _ = self.config.codec.encode(kps)
     return np.asarray(heatmaps)
 
 

@@ -153,7 +153,7 @@ def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path)
     assert b['image'].dtype == np.uint8 and b['image'].std() > 10
     assert b['keypoints'].shape[1:] == (k, 3)
     assert set(np.unique(b['keypoints'][..., 2])) <= {0.0, 1.0}
-    heatmaps, weights = codec.udp_targets(b['keypoints'])
+    heatmaps, weights = codec.UDPHeatmap((256, 192), (64, 48)).encode(b['keypoints'])
     assert heatmaps.shape == (b['keypoints'].shape[0], 64, 48, k)
     assert float(weights.sum()) > 0
   # The cache is reused: a second open generates and packs nothing new.

@@ -35,7 +35,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vitpose_jax import checkpoint, codec, models, optim, skeletons
+from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.draw import draw_pose
 
@@ -76,7 +76,7 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   return models.model_config(
       m.variant, tasks, factorized=expert_dim > 0, decoder=m.decoder, eps=m.eps,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, image_size=tuple(m.image_size),
-      attention=m.get('attention', 'auto'), **overrides)
+      attention=m.get('attention', 'auto'), heatmap_sigma=config.data.sigma, **overrides)
 
 
 def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig:
@@ -95,7 +95,7 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, attention=m.get('attention', 'auto'),
-      num_knowledge_tokens=m.get('knowledge_tokens', 0))
+      num_knowledge_tokens=m.get('knowledge_tokens', 0), heatmap_sigma=config.data.sigma)
 
 
 def _init_from(model: models.VitPose, path: str,
@@ -268,10 +268,16 @@ def _sources(config, split_key: str):
   return out
 
 
-def _plots(predictor, config, workdir: str):
-  """Predictions on the first validation instances of each task, drawn under RUN/plots/."""
+def _plots(model, config, workdir: str):
+  """Predictions on the first validation instances of each task, drawn under RUN/plots/, by this
+  process's copy of the (replicated) ``model`` on its first device."""
   from PIL import Image
 
+  from vitpose_jax.predict import Predictor
+
+  local = jax.tree.map(lambda x: x.addressable_data(0), nnx.state(model))
+  predictor = Predictor(nnx.merge(nnx.graphdef(model), local),
+                        mesh=Mesh(np.array(jax.local_devices()[:1]), ('data',)))
   os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
   sources = _sources(config, 'val')
   for name, source in sources.items():
@@ -404,17 +410,19 @@ def write_run_description(workdir: str, config: ml_collections.ConfigDict,
         f'kept as config.{n}.json', flush=True)
 
 
-def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
+def _evaluate(model, config, workdir: str, step: int, writer, mesh) -> dict[str, Any]:
+  """The evaluations of ``config.evals`` of the (replicated) ``model``, every process taking part:
+  each batch is split over ``mesh``. The compiled predictor is shared by every evaluation of the
+  run (see :class:`vitpose_jax.predict.Predictor`). Process 0 draws the plots."""
   from vitpose_jax.evaluation import run_evaluators
   from vitpose_jax.predict import Predictor
 
-  predictor = Predictor(model)
-  metrics = run_evaluators(config.evals.to_dict(), predictor)
+  metrics = run_evaluators(config.evals.to_dict(), Predictor(model, mesh=mesh))
   for k, v in metrics.items():
     if isinstance(v, (int, float)):
       writer.add_scalar(f'eval/{k}', v, step)
-  if config.plots:
-    _plots(predictor, config, workdir)
+  if config.plots and jax.process_index() == 0:
+    _plots(model, config, workdir)
   return metrics
 
 
@@ -518,14 +526,12 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
   (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
   ``{task: {'image', 'keypoints'}}``; ``teacher_state`` is None without heatmap distillation."""
-  image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
-  sigma = config.data.sigma
 
   def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
@@ -540,8 +546,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       heatmaps, _ = net(images, train=train_mode, rng=step_rng)
       losses = {}
       for t, b in batch.items():
-        target, weight = codec.udp_targets(b['keypoints'], image_size=image_size,
-                                           heatmap_size=heatmap_size, sigma=sigma)
+        target, weight = mcfg.codec.encode(b['keypoints'])
         losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
       total = sum(loss_weights[t] * losses[t] for t in losses)
       if teacher_state is not None:
@@ -591,7 +596,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   global_batch = sum(t.batch_size for t in config.tasks.values())
   total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
 
-  model = models.create_model(mcfg, seed=config.seed)
+  model = models.create_model(mcfg, seed=config.seed,
+                              kernels=backend.resolve_kernels(mcfg, devices[0]))
   if config.init_from:
     loaded = _init_from(model, config.init_from, config.get('expert_from', {}),
                         shared_keypoints=config.get('init_shared_keypoints', True))
@@ -652,14 +658,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         mngr.delete(s)
 
   def evaluate_at(step: int) -> dict[str, Any]:
-    """Process 0 evaluates on its own copy of the (replicated) model while the others wait; all
-    then agree on whether this step is the best so far, since saving is collective."""
+    """Every process evaluates, the batches split over the mesh; all then agree on whether this
+    step is the best so far, since saving is collective."""
     nonlocal best
-    metrics = {}
+    metrics = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
+                        workdir, step, writer, mesh)
     if primary:
-      local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
-               for k in ('params', 'batch_stats')]
-      metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
       # One line per evaluation: the learning curve of the run, which TensorBoard also holds
       # but which scripts should not need TensorBoard to read.
       with open(os.path.join(workdir, 'evals.jsonl'), 'a') as f:

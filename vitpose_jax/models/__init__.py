@@ -18,10 +18,12 @@ from vitpose_jax.models.pose import (
     create_model,
     dense_for_task,
     factorize,
+    with_kernels,
 )
+from vitpose_jax.models.vit import Kernels
 
 __all__ = [
-    'DECODERS', 'VARIANTS', 'ModelConfig', 'ModelConfigError', 'TaskSpec', 'Variant', 'VitPose',
-    'abstract_model', 'count_params', 'create_model', 'dense_for_task', 'factorize',
-    'json_differences', 'make_tasks', 'model_config',
+    'DECODERS', 'VARIANTS', 'Kernels', 'ModelConfig', 'ModelConfigError', 'TaskSpec', 'Variant',
+    'VitPose', 'abstract_model', 'count_params', 'create_model', 'dense_for_task', 'factorize',
+    'json_differences', 'make_tasks', 'model_config', 'with_kernels',
 ]
