@@ -145,3 +145,26 @@ def test_joints_mse_matches_mmpose():
   np.testing.assert_allclose(
       jax.jit(codec.joints_mse)(pred, target, weights, joint_weights),
       mmpose_joints_mse(to_nchw(pred), to_nchw(target), weights * joint_weights), rtol=1e-5)
+
+
+def test_the_codec_record_checks_its_fields_and_round_trips():
+  assert CODEC == codec.UDPHeatmap((256, 192), (64, 48), sigma=2.0, blur_kernel_size=11)
+  assert codec.UDPHeatmap.from_dict(CODEC.to_dict()) == CODEC
+  hashable = {CODEC: 'a jit static argument'}
+  assert hashable[codec.UDPHeatmap([256, 192], [64, 48])] == 'a jit static argument'
+  for fields, message in [(dict(input_size=(256,)), 'input_size'),
+                          (dict(heatmap_size=(64, 1)), 'heatmap_size'),
+                          (dict(sigma=float('nan')), 'sigma'),
+                          (dict(blur_kernel_size=0), 'blur_kernel_size')]:
+    with pytest.raises(ValueError, match=f'codec {message}'):
+      codec.UDPHeatmap(**{'input_size': IMAGE, 'heatmap_size': HEATMAP, **fields})
+  with pytest.raises(ValueError, match=r"codec: missing field\(s\) \['heatmap_size'\]"):
+    codec.UDPHeatmap.from_dict({'type': 'UDPHeatmap', 'input_size': [256, 192]})
+
+
+def test_encode_uses_the_records_sigma():
+  keypoints = np.array([[96.0, 128.0, 1.0]], np.float32)
+  for sigma in (1.0, 3.0):
+    heatmaps, _ = codec.UDPHeatmap(IMAGE, HEATMAP, sigma=sigma).encode(keypoints)
+    want, _ = mmpose_udp(keypoints, sigma=sigma)
+    np.testing.assert_allclose(heatmaps, want, atol=1e-6)

@@ -93,6 +93,8 @@ class Predictor:
     self._rows = NamedSharding(self.mesh, P(self.mesh.axis_names[0]))
     here = jax.process_index()
     self._local_devices = sum(d.process_index == here for d in self.mesh.devices.flat)
+    if not self._local_devices:
+      raise ValueError(f'the mesh holds none of the devices of process {here}')
     self._spans_processes = self._local_devices < self.mesh.devices.size
     self._graphdef, state = nnx.split(model)
     self._state = jax.device_put(state, NamedSharding(self.mesh, P()))
