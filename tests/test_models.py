@@ -392,7 +392,8 @@ def test_a_model_json_without_a_codec_gets_the_one_it_was_trained_with(tmp_path)
 def test_model_json_codec_errors_name_the_field(tmp_path):
   data = json.loads(tiny_config().to_json())
   for change, message in [
-      ({'heatmap_size': [32, 24]}, r"codec\.heatmap_size \[32, 24\] is not the network's \[16, 12\]"),
+      ({'heatmap_size': [32, 24]},
+       r"codec\.heatmap_size \[32, 24\] is not the network's \[16, 12\]"),
       ({'type': 'MSRAHeatmap'}, r"codec type 'MSRAHeatmap' is not UDPHeatmap"),
       ({'sigma': 0}, r'codec sigma 0 is not a positive number'),
       ({'blur_kernel_size': 10}, r'codec blur_kernel_size 10 is not an odd positive integer'),
@@ -411,7 +412,8 @@ def test_training_records_the_sigma_it_trains_with():
   from vitpose_jax import configlib, train
 
   path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py')
-  config = configlib.sibling_config(path, 'multitask').get_config('runlocal,variant=nano,tasks=coco')
+  config = configlib.sibling_config(path, 'multitask').get_config(
+      'runlocal,variant=nano,tasks=coco')
   assert train.model_config(config).codec.sigma == config.data.sigma == 2.0
   with config.unlocked():
     config.data.sigma = 3.0

@@ -136,7 +136,8 @@ class Predictor:
     coords, scores = _decode_jit(self.codec, self.heatmaps(task, pixels))
     coords, scores = self._this_process(coords), self._this_process(scores)
     rotation = np.zeros(len(pixels), np.float32) if rotation is None else rotation
-    image_xy = codec.crop_to_image(coords, center, scale, rotation, image_size=self.codec.input_size)
+    image_xy = codec.crop_to_image(coords, center, scale, rotation,
+                                   image_size=self.codec.input_size)
     return np.concatenate([image_xy, scores[..., None]], axis=-1)
 
   def _this_process(self, rows: jax.Array) -> np.ndarray:
