@@ -226,3 +226,53 @@ def test_evaluation_on_eight_devices_scores_as_on_one(cache, tmp_path):
   assert [r['image_id'] for r in results[0]] == [r['image_id'] for r in results[1]]
   np.testing.assert_allclose([r['keypoints'] for r in results[0]],
                              [r['keypoints'] for r in results[1]], atol=2e-3)
+
+
+_PROCESS = '''
+import json, sys
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+port, pid, cache = sys.argv[1:]
+jax.distributed.initialize(f'localhost:{port}', num_processes=2, process_id=int(pid))
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from vitpose_jax import checkpoint
+from vitpose_jax.evaluation import run_evaluators
+from vitpose_jax.predict import Predictor
+
+# As in training: the model replicated over a mesh of both processes' devices.
+model, _ = checkpoint.load_model('zoo:micro-adult')
+mesh = Mesh(np.array(jax.devices()), ('data',))
+graphdef, state = nnx.split(model)
+state = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+    NamedSharding(mesh, P()), np.asarray(x)), state)
+evals = {'coco': dict(type='keypoints', task='coco', batch_size=6,
+                      data=dict(source='synthetic', population='adult', num=%d))}
+metrics = run_evaluators(evals, Predictor(nnx.merge(graphdef, state), mesh=mesh), cache_dir=cache)
+print(json.dumps({'devices': len(jax.devices()), 'metrics': metrics}))
+'''
+
+
+def test_two_processes_evaluate_together_as_one_does(cache):
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = str(s.getsockname()[1])
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  runs = [subprocess.Popen([sys.executable, '-c', _PROCESS % NUM, port, str(pid), cache],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+          for pid in (0, 1)]
+  outs = [run.communicate(timeout=600) for run in runs]
+  for run, (_, err) in zip(runs, outs):
+    assert run.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  evals = {'coco': dict(type='keypoints', task='coco', batch_size=6,
+                        data=dict(source='synthetic', population='adult', num=NUM))}
+  want = run_evaluators(evals, Predictor.from_run('zoo:micro-adult'), cache_dir=cache)
+  for g in got:
+    assert g['devices'] == 4
+    assert g['metrics'].keys() == want.keys()
+    for k, v in want.items():
+      assert g['metrics'][k] == (pytest.approx(v, abs=1e-6) if isinstance(v, float) else v), k
