@@ -9,6 +9,7 @@ from vitpose_jax import codec
 
 IMAGE = (256, 192)
 HEATMAP = (64, 48)
+CODEC = codec.UDPHeatmap(IMAGE, HEATMAP)  # ViTPose's: σ 2, blur kernel 11
 STRIDE = np.array([(IMAGE[1] - 1) / (HEATMAP[1] - 1), (IMAGE[0] - 1) / (HEATMAP[0] - 1)])  # x, y
 
 
@@ -59,7 +60,7 @@ def subpixel_peak(heatmap):
 def test_peak_at_subpixel_keypoint():
   rng = np.random.default_rng(0)
   xy = rng.uniform([8, 8], [IMAGE[1] - 9, IMAGE[0] - 9], size=(17, 2))
-  heatmaps, weights = codec.udp_targets(xy.astype(np.float32), np.ones(17, np.float32))
+  heatmaps, weights = CODEC.encode(xy.astype(np.float32), np.ones(17, np.float32))
   heatmaps = np.asarray(heatmaps)
   np.testing.assert_array_equal(weights, 1.0)
   for k in range(17):
@@ -69,7 +70,7 @@ def test_peak_at_subpixel_keypoint():
 
 def test_udp_scale_maps_corner_centres_onto_each_other():
   corners = np.array([[0, 0, 1], [IMAGE[1] - 1, IMAGE[0] - 1, 1]], np.float32)
-  heatmaps, _ = codec.udp_targets(corners[:, :2], corners[:, 2])
+  heatmaps, _ = CODEC.encode(corners[:, :2], corners[:, 2])
   assert heatmaps[0, 0, 0] == 1.0
   assert heatmaps[HEATMAP[0] - 1, HEATMAP[1] - 1, 1] == 1.0
 
@@ -80,7 +81,7 @@ def test_matches_mmpose_loop_including_borders():
   xy = rng.uniform([-40, -40], [IMAGE[1] + 40, IMAGE[0] + 40], size=(200, 2))
   w = (rng.random((200, 1)) > 0.2).astype(np.float32)
   keypoints = np.concatenate([xy, w], axis=1).astype(np.float32)
-  heatmaps, weights = codec.udp_targets(keypoints[:, :2], keypoints[:, 2])
+  heatmaps, weights = CODEC.encode(keypoints[:, :2], keypoints[:, 2])
   ref_maps, ref_weights = mmpose_udp(keypoints)
   np.testing.assert_array_equal(weights, ref_weights)
   np.testing.assert_allclose(heatmaps, ref_maps, atol=1e-5)
@@ -95,14 +96,13 @@ def test_matches_mmpose_loop_including_borders():
     (100.0, -60.0, 0.0),  # far above
 ])
 def test_overlap_rule_at_the_borders(x, y, expect):
-  heatmaps, weights = codec.udp_targets(np.array([[x, y]], np.float32), np.ones(1, np.float32))
+  heatmaps, weights = CODEC.encode(np.array([[x, y]], np.float32), np.ones(1, np.float32))
   assert float(weights[0]) == expect
   assert (float(heatmaps.max()) > 0) == bool(expect)
 
 
 def test_unlabelled_keypoint_has_no_map():
-  heatmaps, weights = codec.udp_targets(np.array([[100.0, 120.0]], np.float32),
-                                        np.zeros(1, np.float32))
+  heatmaps, weights = CODEC.encode(np.array([[100.0, 120.0]], np.float32), np.zeros(1, np.float32))
   assert float(weights[0]) == 0.0
   assert float(jnp.abs(heatmaps).max()) == 0.0
 
@@ -144,3 +144,26 @@ def test_joints_mse_matches_mmpose():
   np.testing.assert_allclose(
       jax.jit(codec.joints_mse)(pred, target, weights, joint_weights),
       mmpose_joints_mse(to_nchw(pred), to_nchw(target), weights * joint_weights), rtol=1e-5)
+
+
+def test_the_codec_record_checks_its_fields_and_round_trips():
+  assert CODEC == codec.UDPHeatmap((256, 192), (64, 48), sigma=2.0, blur_kernel_size=11)
+  assert codec.UDPHeatmap.from_dict(CODEC.to_dict()) == CODEC
+  hashable = {CODEC: 'a jit static argument'}
+  assert hashable[codec.UDPHeatmap([256, 192], [64, 48])] == 'a jit static argument'
+  for fields, message in [(dict(input_size=(256,)), 'input_size'),
+                          (dict(heatmap_size=(64, 1)), 'heatmap_size'),
+                          (dict(sigma=float('nan')), 'sigma'),
+                          (dict(blur_kernel_size=0), 'blur_kernel_size')]:
+    with pytest.raises(ValueError, match=f'codec {message}'):
+      codec.UDPHeatmap(**{'input_size': IMAGE, 'heatmap_size': HEATMAP, **fields})
+  with pytest.raises(ValueError, match=r"codec: missing field\(s\) \['heatmap_size'\]"):
+    codec.UDPHeatmap.from_dict({'type': 'UDPHeatmap', 'input_size': [256, 192]})
+
+
+def test_encode_uses_the_records_sigma():
+  keypoints = np.array([[96.0, 128.0, 1.0]], np.float32)
+  for sigma in (1.0, 3.0):
+    heatmaps, _ = codec.UDPHeatmap(IMAGE, HEATMAP, sigma=sigma).encode(keypoints)
+    want, _ = mmpose_udp(keypoints, sigma=sigma)
+    np.testing.assert_allclose(heatmaps, want, atol=1e-6)

@@ -11,6 +11,7 @@ from vitpose_jax.data import transforms
 
 IMAGE = (256, 192)
 HEATMAP = (64, 48)
+CODEC = codec.UDPHeatmap(IMAGE, HEATMAP)
 FLIP_INDEX = skeletons.get('coco17').flip_index
 
 
@@ -91,7 +92,7 @@ def random_crop_keypoints(rng, n):
 def test_decodes_subpixel_gaussians_in_heatmap_pixels():
   rng = np.random.default_rng(0)
   centres = rng.uniform([6, 6], [HEATMAP[1] - 7, HEATMAP[0] - 7], size=(17, 2))
-  coords, scores = codec.decode_heatmaps(gaussian_maps(centres))
+  coords, scores = codec.decode_heatmaps(gaussian_maps(centres), blur_kernel_size=11)
   np.testing.assert_allclose(coords, centres, atol=0.05)
   assert coords.dtype == jnp.float32 and coords.shape == (17, 2) and scores.shape == (17,)
 
@@ -99,17 +100,15 @@ def test_decodes_subpixel_gaussians_in_heatmap_pixels():
 def test_udp_targets_round_trip_within_0_05_crop_pixels():
   rng = np.random.default_rng(1)
   keypoints = random_crop_keypoints(rng, 4 * 17).reshape(4, 17, 3)
-  heatmaps, _ = codec.udp_targets(keypoints[..., :2], keypoints[..., 2], image_size=IMAGE,
-                                  heatmap_size=HEATMAP)
-  coords, _ = codec.decode_heatmaps(heatmaps)
-  crop = codec.heatmap_to_crop(coords, image_size=IMAGE, heatmap_size=HEATMAP)
+  heatmaps, _ = CODEC.encode(keypoints[..., :2], keypoints[..., 2])
+  crop, _ = CODEC.decode(heatmaps)
   np.testing.assert_allclose(crop, keypoints[..., :2], atol=0.05)
 
 
 def test_scores_are_the_maxima_before_blurring():
   rng = np.random.default_rng(2)
   maps = rng.uniform(0, 1, size=(2, *HEATMAP, 5)).astype(np.float32)
-  _, scores = codec.decode_heatmaps(maps)
+  _, scores = codec.decode_heatmaps(maps, blur_kernel_size=11)
   np.testing.assert_array_equal(scores, maps.max(axis=(1, 2)))
 
 
@@ -119,7 +118,7 @@ def test_void_maps_keep_their_argmax():
   maps[7, 5, 1] = -0.5
   maps[20, 30, 2] = 1.0
   maps[20, 31, 2] = 0.5
-  coords, scores = codec.decode_heatmaps(maps)
+  coords, scores = codec.decode_heatmaps(maps, blur_kernel_size=11)
   np.testing.assert_array_equal(coords[0], [0.0, 0.0])
   np.testing.assert_array_equal(coords[1], [5.0, 7.0])
   np.testing.assert_array_equal(scores, [0.0, -0.5, 1.0])
@@ -144,7 +143,7 @@ def test_matches_reference_post_dark_udp(kernel):
   maps += rng.uniform(0, 0.01, size=maps.shape)
   maps = maps.astype(np.float32)
   want, want_scores = reference_decode(maps, kernel)
-  coords, scores = codec.decode_heatmaps(maps, blur_kernel=kernel)
+  coords, scores = codec.decode_heatmaps(maps, blur_kernel_size=kernel)
   np.testing.assert_allclose(coords, want, atol=1e-4)
   np.testing.assert_array_equal(scores, want_scores)
   # The step is not vacuous: the refinement moved the points off the pixel grid.
@@ -153,7 +152,7 @@ def test_matches_reference_post_dark_udp(kernel):
 
 def test_rejects_even_blur_kernel():
   with pytest.raises(ValueError, match='odd'):
-    codec.decode_heatmaps(np.ones((*HEATMAP, 1), np.float32), blur_kernel=4)
+    codec.decode_heatmaps(np.ones((*HEATMAP, 1), np.float32), blur_kernel_size=4)
 
 
 def test_jit_on_batched_inputs():
@@ -162,12 +161,12 @@ def test_jit_on_batched_inputs():
   # moves the Newton step by ~1e-3.
   centres = rng.uniform([6, 6], [HEATMAP[1] - 7, HEATMAP[0] - 7], size=(6, 17, 2))
   maps = np.stack([gaussian_maps(c) for c in centres]).reshape(2, 3, *HEATMAP, 17)
-  decode = jax.jit(codec.decode_heatmaps, static_argnames='blur_kernel')
-  coords, scores = decode(jnp.asarray(maps), blur_kernel=11)
+  decode = jax.jit(codec.decode_heatmaps, static_argnames='blur_kernel_size')
+  coords, scores = decode(jnp.asarray(maps), blur_kernel_size=11)
   assert coords.shape == (2, 3, 17, 2) and scores.shape == (2, 3, 17)
   for i in range(2):
     for j in range(3):
-      one, one_scores = codec.decode_heatmaps(maps[i, j])
+      one, one_scores = codec.decode_heatmaps(maps[i, j], blur_kernel_size=11)
       np.testing.assert_allclose(coords[i, j], one, atol=1e-5)
       np.testing.assert_array_equal(scores[i, j], one_scores)
 
@@ -209,23 +208,22 @@ def test_matches_transform_preds_without_rotation():
     np.testing.assert_allclose(got[i], want, atol=1e-3)  # float32 coordinates of ~600 px
 
 
-def test_decode_to_image_recovers_image_keypoints():
+def test_the_codec_round_trip_recovers_image_keypoints():
   rng = np.random.default_rng(6)
   center, scale, rotation = random_crops(rng, 3)
   crop = random_crop_keypoints(rng, 3 * 17).reshape(3, 17, 3)
   points = codec.crop_to_image(crop[..., :2].astype(np.float64), center, scale, rotation,
                                image_size=IMAGE)
-  heatmaps, _ = codec.udp_targets(crop[..., :2], crop[..., 2], image_size=IMAGE,
-                                  heatmap_size=HEATMAP)
-  keypoints, scores = codec.decode_to_image(heatmaps, center, scale, rotation, image_size=IMAGE,
-                                            heatmap_size=HEATMAP)
+  heatmaps, _ = CODEC.encode(crop[..., :2], crop[..., 2])
+  crop_xy, scores = jax.jit(CODEC.decode)(heatmaps)
+  keypoints = codec.crop_to_image(np.asarray(crop_xy), center, scale, rotation, image_size=IMAGE)
   # 0.05 crop pixels is 0.05 · scale / (size − 1) image pixels.
   tolerance = 0.05 * scale[:, None, :] / (np.array([IMAGE[1], IMAGE[0]]) - 1)
   assert np.all(np.abs(keypoints - points) <= tolerance)
   assert keypoints.dtype == np.float32 and scores.shape == (3, 17)
   np.testing.assert_array_equal(scores, np.asarray(heatmaps).max(axis=(1, 2)))
   with pytest.raises(ValueError, match='heatmap_size'):
-    codec.decode_to_image(heatmaps, center, scale, rotation, heatmap_size=(32, 24))
+    codec.UDPHeatmap(IMAGE, (32, 24)).decode(heatmaps)
 
 
 # ---- flip test -------------------------------------------------------------------------------
@@ -251,7 +249,7 @@ def equivariant_model(images, flip_index=FLIP_INDEX):
     ys.append(cy + 5.0 * pair - 40.0)
   keypoints = jnp.stack([jnp.stack(xs, -1), jnp.stack(ys, -1)], axis=-1)
   return codec.udp_targets(keypoints, jnp.ones(keypoints.shape[:-1]), image_size=(h, w),
-                           heatmap_size=HEATMAP)[0]
+                           heatmap_size=HEATMAP, sigma=2.0)[0]
 
 
 def test_flip_test_of_equivariant_model_is_unflipped_result():

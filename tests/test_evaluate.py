@@ -47,8 +47,7 @@ class _Oracle(Predictor):
 
   def heatmaps(self, task, pixels, *, flip_test=None):
     kps = np.stack([self.positions[tuple(np.round(c, 3))] for c in self._centers])
-    heatmaps, _ = codec.udp_targets(kps[..., :2], kps[..., 2], image_size=self.config.image_size,
-                                    heatmap_size=self.config.heatmap_size)
+    heatmaps, _ = self.config.codec.encode(kps[..., :2], kps[..., 2])
     return np.asarray(heatmaps)
 
 
@@ -172,3 +171,110 @@ def test_detector_boxes_go_through_oks_nms_and_are_reported(model, cache, tmp_pa
   assert got['coco/AP'] == pytest.approx(1.0)
   assert got['coco/box_source'] == 'detections (dets.json)'
   assert 'coco/PCK@0.2' not in got
+
+
+def test_process_rows_give_every_process_as_many_batches_and_every_instance_once():
+  from vitpose_jax.evaluation.evaluators import process_rows
+
+  # 10 instances, 3 crops per process, 2 processes: global batches [0..5], [6..9].
+  assert process_rows(10, 3, 0, 2) == [0, 1, 2, 6, 7, 8]
+  assert process_rows(10, 3, 1, 2) == [3, 4, 5, 9]  # its last batch is padded by repetition
+  assert process_rows(7, 3, 1, 2) == [3, 4, 5, -1]  # an empty share still runs a batch
+  assert process_rows(10, 4, 0, 1) == list(range(10))
+  for num, batch, count in [(10, 3, 2), (17, 4, 3), (5, 2, 4)]:
+    shares = [process_rows(num, batch, p, count) for p in range(count)]
+    assert len({-(-len(s) // batch) for s in shares}) == 1
+    assert sorted(i for s in shares for i in s if i >= 0) == list(range(num))
+
+
+_EIGHT_DEVICES = '''
+import json, sys
+import jax, numpy as np
+from jax.sharding import Mesh
+from vitpose_jax.evaluation import run_evaluators
+from vitpose_jax.predict import Predictor
+
+cache, out_dir = sys.argv[1:]
+model = Predictor.from_run('zoo:micro-adult').model
+out = {}
+for n in (1, 8):
+  predictor = Predictor(model, mesh=Mesh(np.array(jax.devices()[:n]), ('data',)))
+  crops = np.zeros((6, *model.config.image_size, 3), np.uint8)
+  devices = len(predictor.heatmaps('coco', crops).sharding.device_set)
+  evals = {'coco': dict(type='keypoints', task='coco', batch_size=6,
+                        results_out=f'{out_dir}/results_{n}.json',
+                        data=dict(source='synthetic', population='adult', num=%d))}
+  out[n] = {'devices': devices, 'metrics': run_evaluators(evals, predictor, cache_dir=cache)}
+print(json.dumps(out))
+'''
+
+
+def test_evaluation_on_eight_devices_scores_as_on_one(cache, tmp_path):
+  # Eight fake CPU devices need the flag before JAX starts: a process of its own. Batches of 6
+  # over 8 devices are padded inside the predictor; the last of 10 instances by the pipeline.
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  done = subprocess.run([sys.executable, '-c', _EIGHT_DEVICES % NUM, cache, str(tmp_path)],
+                        capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout.strip().splitlines()[-1])
+  assert out['1']['devices'] == 1 and out['8']['devices'] == 8
+  one, eight = out['1']['metrics'], out['8']['metrics']
+  assert one['coco/instances'] == eight['coco/instances'] == NUM
+  assert one['coco/AP'] > 0.1  # a trained model: the comparison says something
+  assert one.keys() == eight.keys()
+  for k, v in one.items():
+    assert eight[k] == (pytest.approx(v, abs=1e-6) if isinstance(v, float) else v), k
+  results = [json.loads((tmp_path / f'results_{n}.json').read_text()) for n in (1, 8)]
+  assert [r['image_id'] for r in results[0]] == [r['image_id'] for r in results[1]]
+  np.testing.assert_allclose([r['keypoints'] for r in results[0]],
+                             [r['keypoints'] for r in results[1]], atol=2e-3)
+
+
+_PROCESS = '''
+import json, sys
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+port, pid, cache = sys.argv[1:]
+jax.distributed.initialize(f'localhost:{port}', num_processes=2, process_id=int(pid))
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from vitpose_jax import checkpoint
+from vitpose_jax.evaluation import run_evaluators
+from vitpose_jax.predict import Predictor
+
+# As in training: the model replicated over a mesh of both processes' devices.
+model, _ = checkpoint.load_model('zoo:micro-adult')
+mesh = Mesh(np.array(jax.devices()), ('data',))
+graphdef, state = nnx.split(model)
+state = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+    NamedSharding(mesh, P()), np.asarray(x)), state)
+evals = {'coco': dict(type='keypoints', task='coco', batch_size=6,
+                      data=dict(source='synthetic', population='adult', num=%d))}
+metrics = run_evaluators(evals, Predictor(nnx.merge(graphdef, state), mesh=mesh), cache_dir=cache)
+print(json.dumps({'devices': len(jax.devices()), 'metrics': metrics}))
+'''
+
+
+def test_two_processes_evaluate_together_as_one_does(cache):
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = str(s.getsockname()[1])
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  runs = [subprocess.Popen([sys.executable, '-c', _PROCESS % NUM, port, str(pid), cache],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+          for pid in (0, 1)]
+  outs = [run.communicate(timeout=600) for run in runs]
+  for run, (_, err) in zip(runs, outs):
+    assert run.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  evals = {'coco': dict(type='keypoints', task='coco', batch_size=6,
+                        data=dict(source='synthetic', population='adult', num=NUM))}
+  want = run_evaluators(evals, Predictor.from_run('zoo:micro-adult'), cache_dir=cache)
+  for g in got:
+    assert g['devices'] == 4
+    assert g['metrics'].keys() == want.keys()
+    for k, v in want.items():
+      assert g['metrics'][k] == (pytest.approx(v, abs=1e-6) if isinstance(v, float) else v), k

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from conftest import SMALL_IMAGE, randomize, tiny_config
-from vitpose_jax import checkpoint, export, models, skeletons
+from vitpose_jax import checkpoint, codec, export, models, skeletons
 from vitpose_jax.predict import Predictor
 
 TASKS = {'coco': 'coco17', 'infant': 'infant_smil25'}
@@ -60,6 +60,7 @@ def test_sidecar_metadata(model, tmp_path):
   assert meta['normalisation']['mean'] == [123.675, 116.28, 103.53]
   assert meta['normalisation']['std'] == [58.395, 57.12, 57.375]
   assert meta['flip_test'] is False and meta['source']['step'] == 7
+  assert codec.UDPHeatmap.from_dict(meta['codec']) == model.config.codec
   assert meta['platforms'] == [jax.default_backend()] and meta['jax_version'] == jax.__version__
   # Weights are embedded, but only those the exported task reaches: not the other head.
   assert meta['size_bytes'] == os.path.getsize(path)
@@ -122,11 +123,9 @@ def test_main_export_errors(model, tmp_path):
 
 
 def test_cudnn_attention_model_exports_portably(model, pixels, tmp_path):
-  # A model set to cuDNN attention (a GPU training setting) still exports for every platform:
-  # the artifact is traced with XLA's attention, same weights, same heatmaps.
-  config = model.config.replace(attention='cudnn')
-  gpu_model = models.abstract_model(config)
-  nnx.update(gpu_model, nnx.state(model))
+  # A model built with cuDNN attention (a GPU training setting) still exports for every
+  # platform: the artifact is traced with XLA's attention, same weights, same heatmaps.
+  gpu_model = models.with_kernels(model, models.Kernels('cudnn', joined_mlp_kernels=True))
   exported = export.export_task(gpu_model, 'coco', batch_size=2, platforms=('cpu', 'cuda'))
   got = np.asarray(roundtrip(exported, tmp_path / 'coco.stablehlo').call(pixels))
   want = np.asarray(model({'coco': pixels})[0]['coco'])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from vitpose_jax import checkpoint, codec, models, skeletons
+from vitpose_jax import checkpoint, models, skeletons
 from vitpose_jax.data import coco, images, packing
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.data.images import ImageError, read_image
@@ -230,9 +230,8 @@ class _DotFinder(Predictor):
       ys, xs = np.nonzero(weight >= 0.5 * weight.max())
       peaks.append([xs.mean(), ys.mean()])
     k = self.config.task(task).num_keypoints
-    heatmaps, _ = codec.udp_targets(np.repeat(np.array(peaks)[:, None], k, axis=1),
-                                    np.ones((len(peaks), k)), image_size=self.config.image_size,
-                                    heatmap_size=self.config.heatmap_size)
+    heatmaps, _ = self.config.codec.encode(np.repeat(np.array(peaks)[:, None], k, axis=1),
+                                           np.ones((len(peaks), k)))
     return np.asarray(heatmaps)
 
 

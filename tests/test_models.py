@@ -2,6 +2,8 @@
 model.json."""
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 from flax import nnx
 
 from conftest import FOUR_TASKS, SMALL_IMAGE, randomize, tiny_config
-from vitpose_jax import models, skeletons
+from vitpose_jax import codec, models, skeletons
 from vitpose_jax.data import transforms
 from vitpose_jax.models import ModelConfig, ModelConfigError
 
@@ -357,3 +359,62 @@ def test_dense_for_task_keeps_that_task_knowledge_tokens(images):
     assert dense.config.num_knowledge_tokens == 2
     np.testing.assert_allclose(dense({task: batch[task]})[0][task], heatmaps[task], atol=1e-5,
                                rtol=1e-5)
+
+
+def test_model_json_records_the_codec_and_reads_it_back(tmp_path):
+  config = tiny_config(heatmap_sigma=3.0, blur_kernel_size=17)
+  config.save(tmp_path / 'model.json')
+  data = json.loads((tmp_path / 'model.json').read_text())
+  assert data['codec'] == {'type': 'UDPHeatmap', 'input_size': [64, 48], 'heatmap_size': [16, 12],
+                           'sigma': 3.0, 'blur_kernel_size': 17}
+  loaded = ModelConfig.load(tmp_path)
+  assert loaded == config
+  assert loaded.codec == codec.UDPHeatmap((64, 48), (16, 12), sigma=3.0, blur_kernel_size=17)
+
+
+def test_a_model_json_without_a_codec_gets_the_one_it_was_trained_with(tmp_path):
+  data = json.loads(tiny_config().to_json())
+  del data['codec']
+  (tmp_path / 'model.json').write_text(json.dumps(data))
+  # Before the codec was recorded every model decoded with kernel 11, and trained with the
+  # run's data.sigma (2 unless the config said otherwise).
+  assert ModelConfig.load(tmp_path).codec == codec.UDPHeatmap((64, 48), (16, 12), 2.0, 11)
+  (tmp_path / 'config.json').write_text(json.dumps({'data': {'sigma': 3.0}}))
+  assert ModelConfig.load(tmp_path).codec == codec.UDPHeatmap((64, 48), (16, 12), 3.0, 11)
+  # A model.json that records its codec keeps it, whatever the config beside it says.
+  tiny_config().save(tmp_path / 'model.json')
+  assert ModelConfig.load(tmp_path).codec.sigma == 2.0
+  # The shipped model predates the record: ViTPose's codec at its own sizes.
+  shipped = ModelConfig.load('zoo:micro-adult')
+  assert shipped.codec == codec.UDPHeatmap(shipped.image_size, shipped.heatmap_size, 2.0, 11)
+
+
+def test_model_json_codec_errors_name_the_field(tmp_path):
+  data = json.loads(tiny_config().to_json())
+  for change, message in [
+      ({'heatmap_size': [32, 24]},
+       r"codec\.heatmap_size \[32, 24\] is not the network's \[16, 12\]"),
+      ({'type': 'MSRAHeatmap'}, r"codec type 'MSRAHeatmap' is not UDPHeatmap"),
+      ({'sigma': 0}, r'codec sigma 0 is not a positive number'),
+      ({'blur_kernel_size': 10}, r'codec blur_kernel_size 10 is not an odd positive integer'),
+      ({'radius': 3}, r"codec: unknown field\(s\) \['radius'\]")]:
+    bad = {**data, 'codec': {**data['codec'], **change}}
+    with pytest.raises(ModelConfigError, match=r'run/model\.json: ' + message):
+      ModelConfig.from_dict(bad, source='run/model.json')
+  (tmp_path / 'config.json').write_text(json.dumps({'data': {'sigma': 'wide'}}))
+  del data['codec']
+  (tmp_path / 'model.json').write_text(json.dumps(data))
+  with pytest.raises(ModelConfigError, match=r"config\.json: data\.sigma 'wide' is not a number"):
+    ModelConfig.load(tmp_path)
+
+
+def test_training_records_the_sigma_it_trains_with():
+  from vitpose_jax import configlib, train
+
+  path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py')
+  config = configlib.sibling_config(path, 'multitask').get_config(
+      'runlocal,variant=nano,tasks=coco')
+  assert train.model_config(config).codec.sigma == config.data.sigma == 2.0
+  with config.unlocked():
+    config.data.sigma = 3.0
+  assert train.model_config(config).codec.sigma == 3.0

@@ -187,7 +187,8 @@ def test_synthetic_data_flows_through_packing_transforms_and_the_codec(tmp_path)
     assert b['keypoints'].shape[1:] == (k, 2) and b['keypoint_weights'].shape[1:] == (k,)
     assert set(np.unique(b['keypoint_weights'])) <= {0.0, 1.0}
     np.testing.assert_array_equal(b['keypoint_weights'], b['keypoints_visible'] > 0)
-    heatmaps, weights = codec.udp_targets(b['keypoints'], b['keypoint_weights'])
+    heatmaps, weights = codec.UDPHeatmap((256, 192), (64, 48)).encode(b['keypoints'],
+                                                                       b['keypoint_weights'])
     assert heatmaps.shape == (b['keypoints'].shape[0], 64, 48, k)
     assert float(weights.sum()) > 0
   # The cache is reused: a second open generates and packs nothing new.

@@ -11,7 +11,7 @@ from flax import nnx
 from PIL import Image
 
 from conftest import randomize
-from vitpose_jax import checkpoint, codec, models, skeletons, synthetic
+from vitpose_jax import checkpoint, models, skeletons, synthetic
 from vitpose_jax.data import coco, transforms
 from vitpose_jax.draw import draw_pose
 from vitpose_jax.predict import Predictor
@@ -75,8 +75,7 @@ def test_predict_image_maps_decoded_keypoints_back_to_the_image(adult_image):
   matrix = transforms.udp_warp_matrix(center, scale, 0.0, config.image_size)
   crop_kps = np.concatenate([transforms.warp_points(truth[:, :2], matrix),
                              (truth[:, 2:] > 0).astype(np.float32)], axis=1)
-  heatmaps, _ = codec.udp_targets(crop_kps[None, :, :2], crop_kps[None, :, 2],
-                                  image_size=config.image_size, heatmap_size=config.heatmap_size)
+  heatmaps, _ = config.codec.encode(crop_kps[None, :, :2], crop_kps[None, :, 2])
   predictor = Predictor(_FixedHeatmaps(config, 'coco', np.asarray(heatmaps)), flip_test=False)
   (instance,) = predictor.predict_image('coco', image, [ann['bbox']])
   labelled = truth[:, 2] > 0

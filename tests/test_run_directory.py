@@ -64,7 +64,8 @@ def test_several_changes_are_counted(tmp_path):
 def test_a_model_json_written_before_newer_fields_existed_is_the_same_model(tmp_path):
   mcfg = models.model_config('nano', TWO_TASKS)
   old = mcfg.to_dict()
-  for field in ('attention', 'num_knowledge_tokens', 'knowledge_source_width', 'heatmap_size'):
+  for field in ('attention', 'num_knowledge_tokens', 'knowledge_source_width', 'heatmap_size',
+                'codec'):
     del old[field]
   for task in old['tasks'].values():
     del task['schema']['sigma_note'], task['schema']['source_names']

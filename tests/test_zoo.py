@@ -1,7 +1,6 @@
 """The shipped models: ``zoo:<name>`` wherever a run directory is accepted, the listing, the size
 budget, and the tests only a working model passes."""
 
-import json
 import os
 import subprocess
 import sys

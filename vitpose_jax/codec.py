@@ -10,6 +10,11 @@ dominate host→device traffic for large schemas (WholeBody: 133 × 64 × 48 flo
 For the same reason decoding runs on device and only (K, 2) coordinates and (K,) scores per sample
 come back; the back-transform from crop to image pixels is cheap numpy on the host.
 
+:class:`UDPHeatmap` is the codec of a model: its input and heatmap sizes, target σ and decoding blur
+kernel in one frozen record (as mmpose 1.x's ``UDPHeatmap`` keeps them), saved in ``model.json``
+and used by training, prediction, evaluation and export. The functions below take every one of
+those explicitly; the record is where their values live.
+
 Decoding follows the official ViTPose test recipe (mmpose 0.x ``test_cfg`` with
 ``post_process='default'``, ``use_udp=True``, ``modulate_kernel=11``, ``flip_test=True``,
 ``shift_heatmap=False``).
@@ -17,7 +22,9 @@ Decoding follows the official ViTPose test recipe (mmpose 0.x ``test_cfg`` with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +35,9 @@ def udp_targets(
     keypoints: jax.Array,
     keypoint_weights: jax.Array,
     *,
-    image_size: tuple[int, int] = (256, 192),
-    heatmap_size: tuple[int, int] = (64, 48),
-    sigma: float = 2.0,
+    image_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float,
 ) -> tuple[jax.Array, jax.Array]:
   """UDP Gaussian heatmap targets (Huang et al., CVPR 2020; mmpose 0.x ``_udp_generate_target``).
 
@@ -156,7 +163,7 @@ def _gaussian_blur(heatmaps: jax.Array, size: int) -> jax.Array:
   return sum(c * cols[..., i:i + w, :] for i, c in enumerate(kernel))
 
 
-def decode_heatmaps(heatmaps: jax.Array, *, blur_kernel: int = 11) -> tuple[jax.Array, jax.Array]:
+def decode_heatmaps(heatmaps: jax.Array, *, blur_kernel_size: int) -> tuple[jax.Array, jax.Array]:
   """Keypoints from heatmaps by argmax and one DARK-UDP Newton step; jit-able, any leading dims.
 
   mmpose 0.x ``keypoints_from_heatmaps(..., post_process='default', use_udp=True)``, i.e.
@@ -176,7 +183,7 @@ def decode_heatmaps(heatmaps: jax.Array, *, blur_kernel: int = 11) -> tuple[jax.
 
   Args:
     heatmaps: (..., h, w, K) heatmaps.
-    blur_kernel: odd Gaussian kernel size (mmpose's ``modulate_kernel``; 11 matches σ = 2).
+    blur_kernel_size: odd Gaussian kernel size (mmpose's ``modulate_kernel``; 11 matches σ = 2).
 
   Returns:
     coords (..., K, 2) float32 (x, y) in heatmap pixels (integer values at pixel centres) and
@@ -189,7 +196,7 @@ def decode_heatmaps(heatmaps: jax.Array, *, blur_kernel: int = 11) -> tuple[jax.
   scores = jnp.max(flat, axis=-2)
   x, y = index % w, index // w
 
-  log_maps = jnp.log(jnp.clip(_gaussian_blur(heatmaps, blur_kernel), 0.001, 50.0))
+  log_maps = jnp.log(jnp.clip(_gaussian_blur(heatmaps, blur_kernel_size), 0.001, 50.0))
   padded = jnp.pad(log_maps, [(0, 0)] * len(lead) + [(1, 1), (1, 1), (0, 0)], mode='edge')
   padded = padded.reshape(*lead, (h + 2) * (w + 2), k)
 
@@ -218,8 +225,8 @@ def decode_heatmaps(heatmaps: jax.Array, *, blur_kernel: int = 11) -> tuple[jax.
 def heatmap_to_crop(
     coords: np.ndarray | jax.Array,
     *,
-    image_size: tuple[int, int] = (256, 192),
-    heatmap_size: tuple[int, int] = (64, 48),
+    image_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
 ) -> np.ndarray | jax.Array:
   """(..., 2) (x, y) heatmap pixels → input-crop pixels by the UDP scale ``(in − 1)/(hm − 1)``
   per axis, the inverse of the mapping in :func:`udp_targets`. Sizes are (H, W)."""
@@ -233,7 +240,7 @@ def crop_to_image(
     scale: np.ndarray,
     rotation: np.ndarray | float,
     *,
-    image_size: tuple[int, int] = (256, 192),
+    image_size: tuple[int, int],
 ) -> np.ndarray:
   """Maps (..., K, 2) (x, y) input-crop pixels back to source-image pixels (numpy).
 
@@ -300,36 +307,75 @@ def flip_test_average(
   return 0.5 * (heatmaps + flip_heatmaps_back(flipped_heatmaps, flip_index))
 
 
-_decode_heatmaps_jit = jax.jit(decode_heatmaps, static_argnames='blur_kernel')
+@dataclasses.dataclass(frozen=True)
+class UDPHeatmap:
+  """A model's heatmap codec: UDP Gaussian targets and DARK-UDP decoding with one set of values.
 
-
-def decode_to_image(
-    heatmaps: jax.Array,
-    center: np.ndarray,
-    scale: np.ndarray,
-    rotation: np.ndarray | float,
-    *,
-    image_size: tuple[int, int] = (256, 192),
-    heatmap_size: tuple[int, int] = (64, 48),
-    blur_kernel: int = 11,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Heatmaps to source-image keypoints: :func:`decode_heatmaps` (jitted, on device), then
-  :func:`heatmap_to_crop` and :func:`crop_to_image` on the host.
-
-  Args:
-    heatmaps: (..., h, w, K) heatmaps, (h, w) = ``heatmap_size``.
-    center: (..., 2) (x, y) crop centres in source pixels.
-    scale: (..., 2) (w, h) crop box sizes in source pixels.
-    rotation: (...) crop rotations in degrees.
-    image_size: model input (H, W).
-    heatmap_size: heatmap (h, w).
-    blur_kernel: see :func:`decode_heatmaps`.
-
-  Returns:
-    keypoints (..., K, 2) float32 (x, y) in source-image pixels and scores (..., K) float32.
+  mmpose 1.x ``UDPHeatmap(input_size, heatmap_size, sigma, blur_kernel_size)`` with the same
+  defaults, except that sizes here are (H, W), the project's convention (mmpose writes (w, h)).
+  ``sigma`` is in pixels of this heatmap size: σ 2 at 64×48 is ViTPose's; a codec for larger
+  heatmaps scales it (Sapiens uses σ 6 at 256×192). ``blur_kernel_size`` is the odd kernel of
+  the decoding blur (mmpose 0.x ``modulate_kernel``: 11 with σ 2, 17 with σ 3 in its UDP recipes).
+  ValueError names the field for sizes that are not two integers ≥ 2, a σ that is not a positive
+  number, or a kernel size that is not odd and positive.
   """
-  if tuple(heatmaps.shape[-3:-1]) != tuple(heatmap_size):
-    raise ValueError(f'heatmaps {heatmaps.shape} do not match heatmap_size {heatmap_size}')
-  coords, scores = _decode_heatmaps_jit(heatmaps, blur_kernel=blur_kernel)
-  crop = heatmap_to_crop(np.asarray(coords), image_size=image_size, heatmap_size=heatmap_size)
-  return crop_to_image(crop, center, scale, rotation, image_size=image_size), np.asarray(scores)
+
+  input_size: tuple[int, int]
+  heatmap_size: tuple[int, int]
+  sigma: float = 2.0
+  blur_kernel_size: int = 11
+
+  def __post_init__(self):
+    for name in ('input_size', 'heatmap_size'):
+      size = getattr(self, name)
+      if not (isinstance(size, Sequence) and len(size) == 2
+              and all(isinstance(v, (int, np.integer)) and v >= 2 for v in size)):
+        raise ValueError(f'codec {name} {size!r} is not (H, W) integers >= 2')
+      object.__setattr__(self, name, tuple(int(v) for v in size))
+    if not (isinstance(self.sigma, (int, float)) and np.isfinite(self.sigma) and self.sigma > 0):
+      raise ValueError(f'codec sigma {self.sigma!r} is not a positive number')
+    object.__setattr__(self, 'sigma', float(self.sigma))
+    kernel = self.blur_kernel_size
+    if not (isinstance(kernel, (int, np.integer)) and kernel > 0 and kernel % 2):
+      raise ValueError(f'codec blur_kernel_size {kernel!r} is not an odd positive integer')
+    object.__setattr__(self, 'blur_kernel_size', int(kernel))
+
+  def encode(self, keypoints: jax.Array,
+             keypoint_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Input-crop keypoints (..., K, 2) (x, y) and their weights (..., K) → targets
+    (..., h, w, K) and weights (..., K) (:func:`udp_targets`)."""
+    return udp_targets(keypoints, keypoint_weights, image_size=self.input_size,
+                       heatmap_size=self.heatmap_size, sigma=self.sigma)
+
+  def decode(self, heatmaps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(..., h, w, K) heatmaps → keypoints (..., K, 2) float32 (x, y) in input-crop pixels and
+    scores (..., K) float32 (:func:`decode_heatmaps`, :func:`heatmap_to_crop`); jit-able.
+    ValueError when the maps are not ``heatmap_size``."""
+    if tuple(heatmaps.shape[-3:-1]) != self.heatmap_size:
+      raise ValueError(f'heatmaps {tuple(heatmaps.shape)} do not match the codec heatmap_size '
+                       f'{self.heatmap_size}')
+    coords, scores = decode_heatmaps(heatmaps, blur_kernel_size=self.blur_kernel_size)
+    return heatmap_to_crop(coords, image_size=self.input_size,
+                           heatmap_size=self.heatmap_size), scores
+
+  def to_dict(self) -> dict[str, Any]:
+    """The ``codec`` entry of ``model.json``."""
+    return {'type': 'UDPHeatmap', 'input_size': list(self.input_size),
+            'heatmap_size': list(self.heatmap_size), 'sigma': self.sigma,
+            'blur_kernel_size': self.blur_kernel_size}
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any]) -> UDPHeatmap:
+    """The inverse of :meth:`to_dict`; ValueError names an unknown type or field."""
+    data = dict(data)
+    kind = data.pop('type', None)
+    if kind != 'UDPHeatmap':
+      raise ValueError(f'codec type {kind!r} is not UDPHeatmap')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+      raise ValueError(f'codec: unknown field(s) {unknown}')
+    missing = sorted({'input_size', 'heatmap_size'} - set(data))
+    if missing:
+      raise ValueError(f'codec: missing field(s) {missing}')
+    return cls(**data)

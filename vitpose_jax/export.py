@@ -7,7 +7,8 @@ FILE holds ``Exported.serialize()`` bytes: a function of normalised pixels (N, H
 to heatmaps (N, h, w, K) float32 with the network's weights as constants, so serving needs
 neither a checkpoint nor this package: ``jax.export.deserialize(open(FILE, 'rb').read())
 .call(pixels)`` in any JAX whose calling convention covers the artifact's. ``FILE.json`` beside
-it says what goes in and comes out (shapes, layout, normalisation, keypoint names). With
+it says what goes in and comes out (shapes, layout, normalisation, keypoint names, and the codec
+that decodes the heatmaps). With
 ``--flip-test`` the artifact also runs the mirrored crops and averages the flipped-back heatmaps
 in, as :class:`vitpose_jax.predict.Predictor` does. The batch size is fixed at export time.
 """
@@ -40,11 +41,10 @@ def export_task(model: models.VitPose, task: str, *, batch_size: int, flip_test:
   flip_index = config.task(task).skeleton.flip_index  # a clear error for an unknown task
   if batch_size < 1:
     raise ValueError(f'batch size must be at least 1, got {batch_size}')
-  if config.attention != 'xla':
-    # cuDNN's fused attention would tie the artifact to NVIDIA GPUs: export the XLA form.
-    portable = models.abstract_model(config.replace(attention='xla'))
-    nnx.update(portable, nnx.state(model))
-    model = portable
+  # XLA's attention whatever the model asks for: cuDNN's fused kernel would tie the artifact to
+  # NVIDIA GPUs. The MLP form is the faster one for the platforms the artifact is for.
+  targets = tuple(platforms) if platforms is not None else (jax.default_backend(),)
+  model = models.with_kernels(model, models.Kernels('xla', joined_mlp_kernels='cpu' not in targets))
   graphdef, state = nnx.split(model)
 
   # The state is closed over rather than passed in, so the weights are traced as constants and
@@ -75,6 +75,8 @@ def artifact_metadata(model: models.VitPose, task: str, *, flip_test: bool,
                         'std': [round(float(v), 4) for v in transforms.IMAGENET_STD],
                         'pixel_range': [0, 255]},
       'output_layout': OUTPUT_LAYOUT,
+      # How the heatmaps decode to keypoints: vitpose_jax.codec.UDPHeatmap.from_dict(...).decode.
+      'codec': model.config.codec.to_dict(),
       'flip_test': flip_test,
       'source': {'run': None if source is None else os.path.abspath(source), 'step': step},
   }

@@ -28,70 +28,123 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from vitpose_jax import checkpoint, codec, models
+from vitpose_jax import backend, checkpoint, codec, models
 from vitpose_jax.data import coco, transforms
 from vitpose_jax.data.images import MAX_PIXELS_ENV, read_image
 from vitpose_jax.draw import draw_pose
 from vitpose_jax.evaluation import metrics
 
 
+def _forward(graphdef, state, pixels, *, task: str, flip_test: bool) -> jax.Array:
+  """The network's heatmaps of (B, H, W, 3) crops, flip-tested or not."""
+  network = nnx.merge(graphdef, state)
+  if not flip_test:
+    return network({task: pixels})[0][task]
+  # One forward pass over every crop and its mirror image, interleaved so that each device's rows
+  # of the batch hold its own crops' mirrors: no data moves between devices.
+  n = pixels.shape[0]
+  both = jnp.stack([pixels, codec.flip_images(pixels)], axis=1).reshape(2 * n, *pixels.shape[1:])
+  heatmaps = network({task: both})[0][task]
+  heatmaps = heatmaps.reshape(n, 2, *heatmaps.shape[1:])
+  flip_index = network.config.task(task).skeleton.flip_index
+  return codec.flip_test_average(heatmaps[:, 0], heatmaps[:, 1], flip_index)
+
+
+# Module-level jits keyed by what changes the program (the model's graph, which holds its config
+# and kernels, the task, the flip test, the codec), so a new Predictor of the same model, e.g.
+# one per evaluation of a training run, reuses the compiled program.
+_forward_jit = jax.jit(_forward, static_argnames=('graphdef', 'task', 'flip_test'))
+_decode_jit = jax.jit(lambda record, heatmaps: record.decode(heatmaps), static_argnums=0)
+
+
+def local_mesh() -> Mesh:
+  """A 1-D mesh (axis ``data``) of this process's devices: where a Predictor runs by default."""
+  return Mesh(np.array(jax.local_devices()), ('data',))
+
+
 class Predictor:
-  """A model ready for inference: jitted heatmaps (with optional flip test) and decoding.
+  """A model ready for inference: jitted heatmaps (with optional flip test) and decoding with the
+  model's codec (``model.config.codec``).
 
   ``heatmaps`` and ``keypoints`` take crops (B, H, W, 3) of the model's input size: uint8 RGB as
   the evaluation transforms produce them, or floats already normalised (see
   :class:`vitpose_jax.models.VitPose`); ``predict_image`` takes a raw image and boxes.
+
+  The crops are split over ``mesh`` (a 1-D device mesh, default :func:`local_mesh`), the model
+  replicated on it. A mesh of several processes' devices (a training run's) makes every call a
+  collective: each process passes its own crops, as many as every other process, a multiple of
+  its devices in the mesh, and gets back the results of those crops. The compiled programs are
+  shared by every Predictor of the same model graph, so building one per evaluation costs no
+  compilation after the first.
   """
 
-  def __init__(self, model: models.VitPose, *, flip_test: bool = True, blur_kernel: int = 11):
+  def __init__(self, model: models.VitPose, *, flip_test: bool = True, mesh: Mesh | None = None):
     self.model = model
     self.config = model.config
+    self.codec = model.config.codec
     self.flip_test = flip_test
-    self.blur_kernel = blur_kernel
-    graphdef, self._state = nnx.split(model)
-
-    def network(state, pixels, task):
-      heatmaps, _ = nnx.merge(graphdef, state)({task: pixels})
-      return heatmaps[task]
-
-    def with_flip(state, pixels, task):
-      # One forward pass over the crops and their mirror images, then the flipped half is
-      # mirrored back with the schema's flip pairs and averaged in.
-      both = network(state, jnp.concatenate([pixels, codec.flip_images(pixels)]), task)
-      n = pixels.shape[0]
-      flip_index = self.config.task(task).skeleton.flip_index
-      return codec.flip_test_average(both[:n], both[n:], flip_index)
-
-    self._network = jax.jit(network, static_argnames='task')
-    self._with_flip = jax.jit(with_flip, static_argnames='task')
+    self.mesh = local_mesh() if mesh is None else mesh
+    if self.mesh.devices.ndim != 1:
+      raise ValueError(f'Predictor needs a 1-D device mesh, got axes {self.mesh.axis_names}')
+    self._rows = NamedSharding(self.mesh, P(self.mesh.axis_names[0]))
+    here = jax.process_index()
+    self._local_devices = sum(d.process_index == here for d in self.mesh.devices.flat)
+    if not self._local_devices:
+      raise ValueError(f'the mesh holds none of the devices of process {here}')
+    self._spans_processes = self._local_devices < self.mesh.devices.size
+    self._graphdef, state = nnx.split(model)
+    self._state = jax.device_put(state, NamedSharding(self.mesh, P()))
 
   @classmethod
-  def from_run(cls, workdir: str, *, step: int | str | None = None, **kwargs) -> Predictor:
+  def from_run(cls, workdir: str, *, step: int | str | None = None, mesh: Mesh | None = None,
+               **kwargs) -> Predictor:
+    """The model of a run directory (see :func:`vitpose_jax.checkpoint.load_model`) with the
+    kernels of the mesh's devices (:func:`vitpose_jax.backend.resolve_kernels`)."""
+    mesh = local_mesh() if mesh is None else mesh
     model, _ = checkpoint.load_model(workdir, step=step)
-    return cls(model, **kwargs)
+    model = models.with_kernels(model, backend.resolve_kernels(model.config,
+                                                               mesh.devices.flat[0]))
+    return cls(model, mesh=mesh, **kwargs)
 
-  def heatmaps(self, task: str, pixels: np.ndarray, *, flip_test: bool | None = None):
-    """(B, H, W, 3) uint8 or normalised float crops → heatmaps (B, h, w, K) float32."""
+  def heatmaps(self, task: str, pixels: np.ndarray, *, flip_test: bool | None = None) -> jax.Array:
+    """(B, H, W, 3) uint8 or normalised float crops → heatmaps (B, h, w, K) float32, rows split
+    over the mesh (over every process's crops for a mesh that spans processes)."""
     self.config.task(task)  # a clear error for an unknown task
     flip = self.flip_test if flip_test is None else flip_test
-    fn = self._with_flip if flip else self._network
-    pixels = jnp.asarray(pixels)  # uint8 stays uint8: the model normalises it
-    if jnp.issubdtype(pixels.dtype, jnp.floating):
-      pixels = pixels.astype(jnp.float32)
-    return np.asarray(fn(self._state, pixels, task))
+    pixels = np.asarray(pixels)  # uint8 stays uint8: the model normalises it
+    if np.issubdtype(pixels.dtype, np.floating):
+      pixels = pixels.astype(np.float32)
+    n = len(pixels)
+    pad = -n % self._local_devices
+    if pad and self._spans_processes:
+      raise ValueError(f'{n} crops do not split evenly over the {self._local_devices} devices of '
+                       'this process in the mesh')
+    if pad:
+      pixels = np.concatenate([pixels, np.repeat(pixels[-1:], pad, axis=0)])
+    rows = jax.make_array_from_process_local_data(self._rows, pixels)
+    out = _forward_jit(self._graphdef, self._state, rows, task=task, flip_test=flip)
+    return out[:n] if pad else out
 
   def keypoints(self, task: str, pixels: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 rotation: np.ndarray | None = None) -> np.ndarray:
     """Crops and their centre (B, 2), scale (B, 2), rotation (B,) → (B, K, 3) [x, y, score] in
-    image pixels."""
-    heatmaps = self.heatmaps(task, pixels)
+    image pixels: decoded on the devices, mapped back to the image on the host."""
+    coords, scores = _decode_jit(self.codec, self.heatmaps(task, pixels))
+    coords, scores = self._this_process(coords), self._this_process(scores)
     rotation = np.zeros(len(pixels), np.float32) if rotation is None else rotation
-    coords, scores = codec.decode_to_image(
-        heatmaps, center, scale, rotation, image_size=self.config.image_size,
-        heatmap_size=self.config.heatmap_size, blur_kernel=self.blur_kernel)
-    return np.concatenate([np.asarray(coords), np.asarray(scores)[..., None]], axis=-1)
+    image_xy = codec.crop_to_image(coords, center, scale, rotation,
+                                   image_size=self.codec.input_size)
+    return np.concatenate([image_xy, scores[..., None]], axis=-1)
+
+  def _this_process(self, rows: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-split array, as numpy."""
+    if self._spans_processes:
+      rows = multihost_utils.global_array_to_host_local_array(rows, self.mesh, self._rows.spec)
+    return np.asarray(rows)
 
   def predict_image(self, task: str, image: np.ndarray | Image.Image,
                     boxes: Sequence[Sequence[float]] | None = None,
@@ -171,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
       if pixels.ndim != 4 or pixels.shape[1:] != expected:
         raise ValueError(f'{args.pixels}: shape {pixels.shape}, expected (B, {expected[0]}, '
                          f'{expected[1]}, 3)')
-      heatmaps = predictor.heatmaps(args.task, pixels, flip_test=False)
+      heatmaps = np.asarray(predictor.heatmaps(args.task, pixels, flip_test=False))
       np.save(args.heatmaps_out, heatmaps.transpose(0, 3, 1, 2))
       print(f'wrote heatmaps {heatmaps.shape[0]}x{heatmaps.shape[3]}x{heatmaps.shape[1]}x'
             f'{heatmaps.shape[2]} (B, K, h, w) to {args.heatmaps_out}')

@@ -35,7 +35,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vitpose_jax import checkpoint, codec, models, optim, skeletons
+from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
@@ -77,7 +77,7 @@ def model_config_from_training(config: ml_collections.ConfigDict) -> models.Mode
   return models.model_config(
       m.variant, tasks, factorized=expert_dim > 0, decoder=m.decoder, eps=m.eps,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, image_size=tuple(m.image_size),
-      attention=m.get('attention', 'auto'), **overrides)
+      attention=m.get('attention', 'auto'), heatmap_sigma=config.data.sigma, **overrides)
 
 
 def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig:
@@ -96,7 +96,7 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, attention=m.get('attention', 'auto'),
-      num_knowledge_tokens=m.get('knowledge_tokens', 0))
+      num_knowledge_tokens=m.get('knowledge_tokens', 0), heatmap_sigma=config.data.sigma)
 
 
 def _trainable(config, mcfg: models.ModelConfig):
@@ -166,10 +166,16 @@ def _sources(config, split_key: str):
   return out
 
 
-def _plots(predictor, config, workdir: str):
-  """Predictions on the first validation instances of each task, drawn under RUN/plots/."""
+def _plots(model, config, workdir: str):
+  """Predictions on the first validation instances of each task, drawn under RUN/plots/, by this
+  process's copy of the (replicated) ``model`` on its first device."""
   from PIL import Image
 
+  from vitpose_jax.predict import Predictor
+
+  local = jax.tree.map(lambda x: x.addressable_data(0), nnx.state(model))
+  predictor = Predictor(nnx.merge(nnx.graphdef(model), local),
+                        mesh=Mesh(np.array(jax.local_devices()[:1]), ('data',)))
   os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
   sources = _sources(config, 'val')
   for name, source in sources.items():
@@ -302,17 +308,19 @@ def write_run_description(workdir: str, config: ml_collections.ConfigDict,
         f'kept as config.{n}.json', flush=True)
 
 
-def _evaluate(model, config, workdir: str, step: int, writer) -> dict[str, Any]:
+def _evaluate(model, config, workdir: str, step: int, writer, mesh) -> dict[str, Any]:
+  """The evaluations of ``config.evals`` of the (replicated) ``model``, every process taking part:
+  each batch is split over ``mesh``. The compiled predictor is shared by every evaluation of the
+  run (see :class:`vitpose_jax.predict.Predictor`). Process 0 draws the plots."""
   from vitpose_jax.evaluation import run_evaluators
   from vitpose_jax.predict import Predictor
 
-  predictor = Predictor(model)
-  metrics = run_evaluators(config.evals.to_dict(), predictor)
+  metrics = run_evaluators(config.evals.to_dict(), Predictor(model, mesh=mesh))
   for k, v in metrics.items():
     if isinstance(v, (int, float)):
       writer.add_scalar(f'eval/{k}', v, step)
-  if config.plots:
-    _plots(predictor, config, workdir)
+  if config.plots and jax.process_index() == 0:
+    _plots(model, config, workdir)
   return metrics
 
 
@@ -417,14 +425,12 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
   ``{task: {'image', 'keypoints', 'keypoint_weights'}}``; ``teacher_state`` is None without
   heatmap distillation."""
-  image_size, heatmap_size = mcfg.image_size, mcfg.heatmap_size
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
-  sigma = config.data.sigma
 
   def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
@@ -439,9 +445,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       heatmaps, _ = net(images, train=train_mode, rng=step_rng)
       losses = {}
       for t, b in batch.items():
-        target, weight = codec.udp_targets(b['keypoints'], b['keypoint_weights'],
-                                           image_size=image_size, heatmap_size=heatmap_size,
-                                           sigma=sigma)
+        target, weight = mcfg.codec.encode(b['keypoints'], b['keypoint_weights'])
         losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
       total = sum(loss_weights[t] * losses[t] for t in losses)
       if teacher_state is not None:
@@ -466,11 +470,12 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   return jax.jit(train_step, out_shardings=sharding, donate_argnums=0)
 
 
-def _initial_model(config: ml_collections.ConfigDict,
-                   mcfg: models.ModelConfig) -> models.VitPose:
-  """The model before training: fresh, with the weights ``config.init_from`` names loaded into it
+def _initial_model(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
+                   device: jax.Device) -> models.VitPose:
+  """The model before training, its kernels chosen for ``device``: fresh, with the weights ``config.init_from`` names loaded into it
   (see :func:`models.init_from`) and the knowledge tokens of ``config.tokens_from``."""
-  model = models.create_model(mcfg, seed=config.seed)
+  model = models.create_model(mcfg, seed=config.seed,
+                              kernels=backend.resolve_kernels(mcfg, device))
   if config.init_from:
     source, _ = checkpoint.load_model(config.init_from)
     try:
@@ -574,16 +579,14 @@ class _Progress:
 
 
 def _evaluate_at(state, graphdef, config: ml_collections.ConfigDict, workdir: str, step: int,
-                 writer, *, global_batch: int) -> tuple[dict[str, Any], float | None]:
-  """``(metrics, value)``: process 0 evaluates on its own copy of the (replicated) model while
-  the others wait, and appends the line of evals.jsonl; ``value`` is
+                 writer, mesh: Mesh, *, global_batch: int) -> tuple[dict[str, Any], float | None]:
+  """``(metrics, value)``: every process evaluates the (replicated) model, each batch split over
+  ``mesh``, and process 0 appends the line of evals.jsonl; ``value`` is
   ``config.checkpoint.best_metric`` (None when unset or not among the metrics), the same on every
   process, since whether to save is decided collectively."""
-  metrics = {}
+  metrics = _evaluate(nnx.merge(graphdef, state['params'], state['batch_stats']), config,
+                      workdir, step, writer, mesh)
   if jax.process_index() == 0:
-    local = [jax.tree.map(lambda x: x.addressable_data(0), state[k])
-             for k in ('params', 'batch_stats')]
-    metrics = _evaluate(nnx.merge(graphdef, *local), config, workdir, step, writer)
     # One line per evaluation: the learning curve of the run, which TensorBoard also holds but
     # which scripts should not need TensorBoard to read.
     _append_row(os.path.join(workdir, 'evals.jsonl'),
@@ -601,6 +604,21 @@ def _evaluate_at(state, graphdef, config: ml_collections.ConfigDict, workdir: st
         np.float64(np.nan if value is None else value)))
     value = None if np.isnan(value) else value
   return metrics, value
+
+
+def _evaluate_or_save(ckpt: checkpoint.TrainCheckpoints, iterator, state, graphdef,
+                      config: ml_collections.ConfigDict, workdir: str, step: int, writer,
+                      mesh: Mesh, *, global_batch: int) -> tuple[dict[str, Any], float | None]:
+  """:func:`_evaluate_at`; when the evaluation fails, ``step`` is saved before the error goes
+  on, so that a broken evaluation set costs no training."""
+  try:
+    return _evaluate_at(state, graphdef, config, workdir, step, writer, mesh,
+                        global_batch=global_batch)
+  except Exception:
+    if ckpt.latest_step != step:
+      ckpt.save(step, state, iterator.get_state())
+      ckpt.wait()
+    raise
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -626,7 +644,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   global_batch = sum(t.batch_size for t in config.tasks.values())
   total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
 
-  model = _initial_model(config, mcfg)
+  model = _initial_model(config, mcfg, devices[0])
   # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
@@ -678,16 +696,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           progress.log(step, values)
       value = None
       if evaluate:
-        _, value = _evaluate_at(state, graphdef, config, workdir, step, progress.writer,
-                                global_batch=global_batch)
+        _, value = _evaluate_or_save(ckpt, iterator, state, graphdef, config, workdir, step,
+                                     progress.writer, mesh, global_batch=global_batch)
       if save or ckpt.is_new_best(step, value):
         ckpt.save(step, state, iterator.get_state(), value=value)
       if signal_name:
         ckpt.wait()
         print(f'{signal_name}: checkpoint written at step {step}; stopping', flush=True)
         raise SystemExit(143 if signal_name == 'SIGTERM' else 130)
-    final, value = _evaluate_at(state, graphdef, config, workdir, step, progress.writer,
-                                global_batch=global_batch)
+    final, value = _evaluate_or_save(ckpt, iterator, state, graphdef, config, workdir, step,
+                                     progress.writer, mesh, global_batch=global_batch)
     if ckpt.latest_step != step:
       ckpt.save(step, state, iterator.get_state(), value=value)
     final.update({'step': step, 'train/loss': progress.last_loss})

@@ -36,8 +36,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_pytorch  # noqa: E402  (a sibling script: its trainer, batches and timing helpers)
 
-from vitpose_jax import models, train  # noqa: E402
-from vitpose_jax.models.vit import attention_implementation  # noqa: E402
+from vitpose_jax import backend, models, train  # noqa: E402
 from vitpose_jax.predict import Predictor  # noqa: E402
 
 ROOT = vs_pytorch.ROOT
@@ -53,7 +52,8 @@ def single_task_model(args, dtype: str, attention: str = 'auto') -> models.VitPo
   config.model.image_size = args.image_size
   config.model.dtype = dtype
   config.model.attention = attention
-  return models.create_model(train.model_config_from_training(config))
+  mcfg = train.model_config_from_training(config)
+  return models.create_model(mcfg, kernels=backend.resolve_kernels(mcfg, jax.devices()[0]))
 
 
 def time_inference(args, dtype: str, crops: np.ndarray, attention: str = 'auto') -> dict:
@@ -152,7 +152,8 @@ def bench_training(args, results):
 
 def bench_attention(args, results):
   """XLA's attention against cuDNN's fused kernel: same weights, bf16."""
-  if attention_implementation('auto', jnp.bfloat16, 64) != 'cudnn':
+  if not backend.cudnn_attention_applies(single_task_model(args, 'bfloat16', 'xla').config,
+                                         jax.devices()[0]):
     print('(d) skipped: cuDNN attention needs an NVIDIA GPU of compute capability >= 8.0')
     return
   out = {}

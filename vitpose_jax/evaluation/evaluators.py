@@ -4,6 +4,10 @@ An evaluator runs a :class:`vitpose_jax.predict.Predictor` over one task's valid
 returns flat metrics named as DESIGN §3.5 (``<task>/AP``, ``<task>/PCK@0.2``, ...), including
 ``<task>/box_source``: every reported AP says whether ground-truth or detector boxes were used.
 
+In a run of several processes every process calls the evaluators together: each loads and crops
+its share of every batch, the predictor runs the whole batch over the devices of all of them, the
+keypoints are gathered, and every process scores the same results (process 0 alone writes files).
+
     evals = {'coco': dict(type='keypoints', task='coco',
                           data=dict(source='synthetic', population='adult', num=200))}
     metrics = run_evaluators(evals, predictor)   # adds mean/AP over the tasks
@@ -18,7 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from vitpose_jax.data import coco, pipeline, sources, transforms
 from vitpose_jax.data.coco import DataError
@@ -48,6 +54,18 @@ class LoadImage(grain.transforms.Map):
   def map(self, element):
     image = read_image(element['image_path'], self._sizes.get(element['image_path']))
     return {**element, 'image': np.asarray(image)}
+
+
+def process_rows(num: int, batch_size: int, process: int, count: int) -> list[int]:
+  """The rows of ``num`` instances that process ``process`` of ``count`` crops: each global batch
+  of ``batch_size × count`` rows gives each process ``batch_size`` consecutive ones, in process
+  order. Only the last share may be short; one that is empty is ``[-1]``, a padding row, so that
+  every process runs as many batches."""
+  rows = []
+  for start in range(0, num, batch_size * count):
+    first = start + process * batch_size
+    rows += list(range(first, min(first + batch_size, num))) or [-1]
+  return rows
 
 
 def _number(value: Any) -> bool:
@@ -187,29 +205,48 @@ class KeypointEvaluator:
       if loader.skipped:
         skipped.append(loader.summary())
     # The pipeline sees numbers only: ids may be strings and category ids are kept as the file
-    # writes them (2, "1"), so the results take them from `records` by position.
-    inputs = [{'image_path': r['image_path'], 'center': r['center'], 'scale': r['scale'],
-               'index': np.int64(i)} for i, r in enumerate(records)]
+    # writes them (2, "1"), so the results take them from `records` by position. Padding rows
+    # (index −1, and the repeats that fill a last batch) are dropped.
+    count = jax.process_count()
+    batch_size = -(-self.batch_size // count)
+    if count > 1:  # the predictor splits each process's rows over its devices
+      batch_size = -(-batch_size // jax.local_device_count()) * jax.local_device_count()
+    rows = process_rows(len(records), batch_size, jax.process_index(), count)
+    inputs = []
+    for i in rows:
+      r = records[max(i, 0)]
+      inputs.append({'image_path': r['image_path'], 'center': r['center'], 'scale': r['scale'],
+                     'index': np.int64(i)})
     sizes = {r['image_path']: tuple(int(v) for v in r['image_size']) for r in gt_records}
     steps = [LoadImage(sizes),
              *transforms.eval_transforms(skeleton, predictor.config.image_size)]
+    keypoints, index = [], []
+    for batch, valid in pipeline.eval_batches(inputs, steps, batch_size):
+      keypoints.append(predictor.keypoints(self.task, batch['image'], batch['center'],
+                                           batch['scale'], batch['rotation']))
+      index.append(np.where(np.arange(batch_size) < valid, batch['index'], -1))
+    keypoints = np.concatenate(keypoints) if keypoints else np.zeros((0, skeleton.num_keypoints, 3))
+    index = np.concatenate(index) if index else np.zeros(0, np.int64)
+    if count > 1:
+      keypoints = np.asarray(multihost_utils.process_allgather(keypoints)).reshape(
+          -1, *keypoints.shape[1:])
+      index = np.asarray(multihost_utils.process_allgather(index)).reshape(-1)
     results = []
-    for batch, valid in pipeline.eval_batches(inputs, steps, self.batch_size):
-      kps = predictor.keypoints(self.task, batch['image'], batch['center'], batch['scale'],
-                                batch['rotation'])
-      for i in range(valid):
-        record = records[int(batch['index'][i])]
-        results.append({
-            'image_id': record['image_id'], 'category_id': record['category_id'],
-            'instance_id': record['instance_id'],
-            'keypoints': [round(float(v), 3) for v in kps[i].reshape(-1)],
-            'score': float(record['box_score']),
-        })
+    for i in np.argsort(index, kind='stable'):
+      if index[i] < 0:
+        continue
+      record = records[int(index[i])]
+      results.append({
+          'image_id': record['image_id'], 'category_id': record['category_id'],
+          'instance_id': record['instance_id'],
+          'keypoints': [round(float(v), 3) for v in keypoints[i].reshape(-1)],
+          'score': float(record['box_score']),
+      })
     results = metrics.rescore(results)
     if self.detections:
       results = metrics.nms_per_image(results, skeleton, self.nms_threshold,
                                       aspect_ratio=width / height)
-    if self.results_out:
+    if self.results_out and jax.process_index() == 0:
       with open(self.results_out, 'w') as f:
         json.dump(results, f)
     scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vitpose_jax import skeletons
+from vitpose_jax import codec, skeletons
 from vitpose_jax.skeletons import Skeleton
 
 
@@ -79,6 +79,10 @@ class ModelConfig:
   ``attention``: 'xla' (XLA's einsum-softmax-einsum, every backend), 'cudnn' (cuDNN's fused
   flash attention: NVIDIA GPUs of compute capability >= 8.0, bf16/fp16, head width a multiple of
   8 up to 128) or 'auto' (cuDNN where it applies, else XLA). Both compute the same function.
+  It is the portable request: :func:`vitpose_jax.backend.resolve_kernels` turns it into the
+  kernels of the device the model is built for.
+  ``heatmap_sigma`` and ``blur_kernel_size``: the codec's target σ (heatmap pixels) and decoding
+  blur; :attr:`codec` is the whole record, written to ``model.json`` as ``codec``.
   """
 
   tasks: tuple[TaskSpec, ...]
@@ -101,6 +105,8 @@ class ModelConfig:
   attention: str = 'auto'
   num_knowledge_tokens: int = 0
   knowledge_source_width: int = 0
+  heatmap_sigma: float = 2.0
+  blur_kernel_size: int = 11
 
   def __post_init__(self):
     def fail(msg):
@@ -139,6 +145,11 @@ class ModelConfig:
     h, w = self.grid_size
     if h < 1 or w < 1:
       fail(f'image_size {self.image_size} is too small for patch size {self.patch_size}')
+    try:
+      codec.UDPHeatmap(self.image_size, self.heatmap_size, self.heatmap_sigma,
+                       self.blur_kernel_size)
+    except ValueError as e:
+      fail(str(e))
 
   @property
   def factorized(self) -> bool:
@@ -161,6 +172,12 @@ class ModelConfig:
     h, w = self.grid_size
     return (h * 4, w * 4)
 
+  @property
+  def codec(self) -> codec.UDPHeatmap:
+    """The heatmap codec of this model: its input and heatmap sizes, σ and blur kernel."""
+    return codec.UDPHeatmap(self.image_size, self.heatmap_size, self.heatmap_sigma,
+                            self.blur_kernel_size)
+
   def task(self, name: str) -> TaskSpec:
     for t in self.tasks:
       if t.name == name:
@@ -175,9 +192,11 @@ class ModelConfig:
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
-    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'tasks'}
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name not in ('tasks', *_CODEC_FIELDS)}
     out['image_size'] = list(self.image_size)
     out['heatmap_size'] = list(self.heatmap_size)
+    out['codec'] = self.codec.to_dict()
     out['tasks'] = {
         t.name: {'schema': t.skeleton.to_dict(), 'expert': t.expert, 'head': t.head}
         for t in self.tasks
@@ -205,10 +224,15 @@ class ModelConfig:
     return json_differences(old, new)
 
   @classmethod
-  def from_dict(cls, data: Mapping[str, Any], *, source: str = 'model.json') -> ModelConfig:
+  def from_dict(cls, data: Mapping[str, Any], *, source: str = 'model.json',
+                sigma: float = 2.0) -> ModelConfig:
+    """The config of a ``model.json`` mapping. One written before the codec was recorded gets
+    the codec it was trained and evaluated with: ``sigma`` (the run's ``data.sigma``, which
+    :meth:`load` reads from ``config.json`` beside it) and blur kernel 11."""
     data = dict(data)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)} - set(_CODEC_FIELDS)
     data.pop('heatmap_size', None)  # derived; written for readers of the file
+    record = data.pop('codec', None)
     unknown = sorted(set(data) - fields)
     if unknown:
       raise ModelConfigError(f'{source}: unknown field(s) {unknown}')
@@ -228,9 +252,22 @@ class ModelConfig:
     if 'image_size' in data:
       data['image_size'] = tuple(data['image_size'])
     try:
-      return cls(**data)
+      config = cls(**data)
     except ModelConfigError as e:
       raise ModelConfigError(f'{source}: {e}') from None
+    if record is None:
+      return config.replace(heatmap_sigma=sigma)
+    if not isinstance(record, Mapping):
+      raise ModelConfigError(f'{source}: "codec" must be an object, got {record!r:.40}')
+    try:
+      record = codec.UDPHeatmap.from_dict(record)
+    except (TypeError, ValueError) as e:
+      raise ModelConfigError(f'{source}: {e}') from None
+    for name, want in (('input_size', config.image_size), ('heatmap_size', config.heatmap_size)):
+      if getattr(record, name) != tuple(want):
+        raise ModelConfigError(f'{source}: codec.{name} {list(getattr(record, name))} is not the '
+                               f"network's {list(want)}")
+    return config.replace(heatmap_sigma=record.sigma, blur_kernel_size=record.blur_kernel_size)
 
   @classmethod
   def from_json(cls, text: str, *, source: str = 'model.json') -> ModelConfig:
@@ -242,7 +279,9 @@ class ModelConfig:
 
   @classmethod
   def load(cls, path: str | os.PathLike[str]) -> ModelConfig:
-    """From ``model.json``, a run directory holding it, or ``zoo:<name>`` (a shipped model)."""
+    """From ``model.json``, a run directory holding it, or ``zoo:<name>`` (a shipped model). A
+    ``model.json`` without a ``codec`` takes σ from the ``data.sigma`` of the ``config.json``
+    beside it, if there is one (see :meth:`from_dict`)."""
     from vitpose_jax import zoo
 
     path = zoo.resolve(path)
@@ -254,9 +293,29 @@ class ModelConfig:
     except FileNotFoundError:
       raise ModelConfigError(f'{path}: not found (a run directory holds model.json)') from None
     try:
-      return cls.from_json(text, source=path)
+      data = json.loads(text)
     except json.JSONDecodeError as e:
       raise ModelConfigError(f'{path}: not valid JSON ({e})') from None
+    sigma = 2.0
+    if isinstance(data, Mapping) and 'codec' not in data:
+      sigma = _run_sigma(os.path.join(os.path.dirname(path), 'config.json'), sigma)
+    return cls.from_dict(data, source=path, sigma=sigma)
+
+
+# ModelConfig fields that model.json holds inside its "codec" record.
+_CODEC_FIELDS = ('heatmap_sigma', 'blur_kernel_size')
+
+
+def _run_sigma(path: str, default: float) -> float:
+  """``data.sigma`` of the run config at ``path``, or ``default`` where it has none."""
+  try:
+    with open(path) as f:
+      sigma = json.load(f)['data']['sigma']
+  except (OSError, json.JSONDecodeError, KeyError, TypeError):
+    return default
+  if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
+    raise ModelConfigError(f'{path}: data.sigma {sigma!r} is not a number')
+  return float(sigma)
 
 
 def _short(value: Any) -> str:

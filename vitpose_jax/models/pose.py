@@ -19,7 +19,7 @@ from flax import nnx
 from vitpose_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitpose_jax.models.config import ModelConfig, ModelConfigError, TaskSpec
 from vitpose_jax.models.heads import ClassicDecoder, SimpleDecoder
-from vitpose_jax.models.vit import ViT
+from vitpose_jax.models.vit import Kernels, ViT
 
 
 def _make_head(config: ModelConfig, task: TaskSpec, rngs: nnx.Rngs) -> nnx.Module:
@@ -31,11 +31,14 @@ def _make_head(config: ModelConfig, task: TaskSpec, rngs: nnx.Rngs) -> nnx.Modul
 
 
 class VitPose(nnx.Module):
-  """ViTPose / ViTPose++: backbone + per-task heads. Dense when ``config.expert_dim == 0``."""
+  """ViTPose / ViTPose++: backbone + per-task heads. Dense when ``config.expert_dim == 0``.
+  ``kernels``: how the backbone computes (:class:`~vitpose_jax.models.vit.Kernels`); the default
+  runs on every backend."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, kernels: Kernels = Kernels()):
     self.config = config
-    self.backbone = ViT(config, rngs=rngs)
+    self.kernels = kernels
+    self.backbone = ViT(config, rngs=rngs, kernels=kernels)
     self.heads = nnx.Dict({t.name: _make_head(config, t, rngs) for t in config.tasks})
     if config.num_knowledge_tokens:
       self.backbone.init_knowledge_tokens(rngs)
@@ -123,13 +126,23 @@ def _normalised(images: jax.Array) -> jax.Array:
   return (images.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def create_model(config: ModelConfig, *, seed: int = 0) -> VitPose:
-  return VitPose(config, rngs=nnx.Rngs(params=seed))
+def create_model(config: ModelConfig, *, seed: int = 0, kernels: Kernels = Kernels()) -> VitPose:
+  return VitPose(config, rngs=nnx.Rngs(params=seed), kernels=kernels)
 
 
-def abstract_model(config: ModelConfig) -> VitPose:
+def abstract_model(config: ModelConfig, *, kernels: Kernels = Kernels()) -> VitPose:
   """The model with shape-only parameters: for counting, sharding and restoring without compute."""
-  return nnx.eval_shape(lambda: create_model(config))
+  return nnx.eval_shape(lambda: create_model(config, kernels=kernels))
+
+
+def with_kernels(model: VitPose, kernels: Kernels) -> VitPose:
+  """``model`` computing with ``kernels``: itself when it already does, else a model of the same
+  config sharing its arrays (no copy)."""
+  if model.kernels == kernels:
+    return model
+  out = abstract_model(model.config, kernels=kernels)
+  nnx.update(out, nnx.state(model))
+  return out
 
 
 def count_params(model: nnx.Module, path_prefix: tuple[str, ...] = ()) -> int:

@@ -163,7 +163,7 @@ def factorize(dense: VitPose, config: ModelConfig, *, seed: int = 0) -> VitPose:
   mismatch = _same_backbone_geometry(dense.config, config)
   if mismatch:
     raise ModelConfigError(f'dense and factorized backbones differ: {"; ".join(mismatch)}')
-  model = create_model(config, seed=seed)
+  model = create_model(config, seed=seed, kernels=dense.kernels)
   src, dst = _pure(dense), _pure(model)
   _copy_shared(src, dst, lambda a, b, where: a)
   keep = config.width - config.expert_dim
@@ -192,7 +192,7 @@ def dense_for_task(model: VitPose, task: str) -> VitPose:
   spec = model.config.task(task)
   config = model.config.replace(tasks=(dataclasses.replace(spec, expert=0),), expert_dim=0,
                                 num_experts=0)
-  dense = abstract_model(config)
+  dense = abstract_model(config, kernels=model.kernels)
   src = _pure(model)
   backbone = src['backbone']
   for block in backbone['blocks'].values():

@@ -7,6 +7,7 @@ static (start, count, expert) triples so each sample's expert is applied to it a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -62,22 +63,30 @@ def drop_path(x: jax.Array, rate: float, rng: jax.Array | None, train: bool) -> 
   return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def attention_implementation(setting: str, dtype, head_dim: int) -> str:
-  """The ``implementation`` for jax.nn.dot_product_attention: ``setting`` unless it is 'auto',
-  which takes cuDNN's fused kernel where it applies (see ModelConfig.attention) and XLA's
-  otherwise. Decided when the model is traced, from the default backend's first device."""
-  if setting != 'auto':
-    return setting
-  device = jax.devices()[0]
-  capability = getattr(device, 'compute_capability', None)
-  cudnn = (device.platform == 'gpu' and capability is not None and float(capability) >= 8.0
-           and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-           and head_dim % 8 == 0 and head_dim <= 128)
-  return 'cudnn' if cudnn else 'xla'
+ATTENTION_KERNELS = ('xla', 'cudnn')
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+  """How the backbone computes, not what: each choice gives the same function (to rounding).
+
+  ``attention``: the ``implementation`` of jax.nn.dot_product_attention, 'xla' (every backend) or
+  'cudnn' (cuDNN's fused kernel: NVIDIA GPUs only). ``joined_mlp_kernels``: which form of the
+  factorized MLP runs (see :class:`FactorizedMlp`). The defaults run on every backend; the
+  choice for a device is made outside the model (:func:`vitpose_jax.backend.resolve_kernels`),
+  so a model traces to the same program wherever it is traced.
+  """
+
+  attention: str = 'xla'
+  joined_mlp_kernels: bool = False
+
+  def __post_init__(self):
+    if self.attention not in ATTENTION_KERNELS:
+      raise ValueError(f'attention kernel {self.attention!r} is not one of {ATTENTION_KERNELS}')
 
 
 class Attention(nnx.Module):
-  def __init__(self, width: int, num_heads: int, dtype, rngs: nnx.Rngs, implementation='auto'):
+  def __init__(self, width: int, num_heads: int, dtype, rngs: nnx.Rngs, implementation='xla'):
     self.num_heads = num_heads
     self.implementation = implementation
     self.qkv = _linear(width, 3 * width, dtype, rngs)
@@ -88,9 +97,8 @@ class Attention(nnx.Module):
     head_dim = c // self.num_heads
     # The official qkv output is laid out (3, heads, head_dim): keep it so weights import as is.
     qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, head_dim)
-    implementation = attention_implementation(self.implementation, qkv.dtype, head_dim)
     out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
-                                       implementation=implementation)
+                                       implementation=self.implementation)
     return self.proj(out.reshape(n, length, c))
 
 
@@ -106,30 +114,27 @@ class FactorizedMlp(nnx.Module):
   - joined outputs: per segment, fc2 and the expert as two matmuls, their outputs joined along
     features. Taken on CPU, where XLA's standalone concatenate of the kernels cost ~250 ms a
     step (forward + backward 6.29 s vs 6.67 s; a plain MLP 6.33 s).
-  ``expert_dim = 0`` is a plain dense MLP.
+  ``expert_dim = 0`` is a plain dense MLP. ``joined_kernels`` picks the form.
   """
 
   def __init__(self, width: int, hidden: int, expert_dim: int, num_experts: int, dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, joined_kernels: bool = False):
     self.expert_dim = expert_dim
+    self.joined_kernels = joined_kernels
     self.fc1 = _linear(width, hidden, dtype, rngs)
     self.fc2 = _linear(hidden, width - expert_dim, dtype, rngs)
     self.experts = nnx.List(
         [_linear(hidden, expert_dim, dtype, rngs) for _ in range(num_experts if expert_dim else 0)]
     )
 
-  def __call__(self, x: jax.Array, segments: Sequence[Segment],
-               joined_kernels: bool | None = None) -> jax.Array:
-    """``joined_kernels``: which form (see the class); None picks by the default backend."""
+  def __call__(self, x: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     h = gelu(self.fc1(x))
     if not self.expert_dim:
       return self.fc2(h)
-    if joined_kernels is None:
-      joined_kernels = jax.default_backend() != 'cpu'
     outputs = []
     for start, count, e in segments:
       hs, expert = h[start:start + count], self.experts[e]
-      if joined_kernels:
+      if self.joined_kernels:
         kernel = jnp.concatenate([self.fc2.kernel[...], expert.kernel[...]], axis=1)
         bias = jnp.concatenate([self.fc2.bias[...], expert.bias[...]])
         outputs.append(hs @ kernel.astype(hs.dtype) + bias.astype(hs.dtype))
@@ -141,14 +146,15 @@ class FactorizedMlp(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-  def __init__(self, config: ModelConfig, drop_path_rate: float, dtype, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, drop_path_rate: float, dtype, rngs: nnx.Rngs,
+               kernels: Kernels):
     c = config.width
     self.drop_path_rate = drop_path_rate
     self.norm1 = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
-    self.attn = Attention(c, config.num_heads, dtype, rngs, config.attention)
+    self.attn = Attention(c, config.num_heads, dtype, rngs, kernels.attention)
     self.norm2 = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
     self.mlp = FactorizedMlp(c, int(c * config.mlp_ratio), config.expert_dim, config.num_experts,
-                             dtype, rngs)
+                             dtype, rngs, kernels.joined_mlp_kernels)
 
   def __call__(self, x, segments: Sequence[Segment], train: bool, rng: jax.Array | None):
     rng_attn, rng_mlp = (None, None) if rng is None else jax.random.split(rng)
@@ -189,10 +195,11 @@ class ViT(nnx.Module):
   """Patch embedding (k16 s16, padding 2), cls-slot position embedding, blocks, final LayerNorm.
 
   As in the official ViTPose, there is no cls token in the sequence: the position embedding has
-  shape (1, L + 1, C) and its cls slot is added to every patch token.
+  shape (1, L + 1, C) and its cls slot is added to every patch token. ``kernels``: see
+  :class:`Kernels`.
   """
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, kernels: Kernels = Kernels()):
     self.config = config
     dtype = jnp.dtype(config.dtype)
     c, p, pad = config.width, config.patch_size, config.patch_padding
@@ -204,7 +211,7 @@ class ViT(nnx.Module):
 
     depth = config.depth
     rates = [config.drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
-    self.blocks = nnx.List([Block(config, rates[i], dtype, rngs) for i in range(depth)])
+    self.blocks = nnx.List([Block(config, rates[i], dtype, rngs, kernels) for i in range(depth)])
     self.last_norm = nnx.LayerNorm(c, epsilon=config.eps, dtype=dtype, rngs=rngs)
 
   def init_knowledge_tokens(self, rngs: nnx.Rngs):
