@@ -1,4 +1,4 @@
-r"""Knowledge-token and heatmap distillation of a large model into a small one (DESIGN §7).
+r"""Knowledge-token and heatmap distillation of a large model into a small one (docs/design.md).
 
 Stage 1 learns n knowledge tokens per task on a frozen teacher (every weight and BatchNorm
 statistic unchanged, inference mode, ground-truth loss):

@@ -1,5 +1,5 @@
 r"""ViTPose++-style multi-task training: ONE factorized model over coco, wholebody, infant and
-wheelchair (DESIGN §3.3), each task with its own expert and head.
+wheelchair (docs/design.md), each task with its own expert and head.
 
 The default run adapts the shipped adult model (`zoo:micro-adult`: coco + wholebody pretrained on
 synthetic adults, 128x96 input) to all four tasks at once, on the built-in synthetic populations
@@ -28,7 +28,7 @@ The real-scale recipe is `:variant=B` with real data paths, e.g.
 `--config.tasks.coco.train="{'source': 'coco', 'annotations': A, 'images': DIR}"`: the official
 ViTPose++ settings (AdamW lr 1e-3, wd 0.1, layer decay 0.75 for B, 210 epochs with ×0.1 at 170
 and 200, warm-up 500 steps, batch 128 × 8 GPUs shared by the tasks). Deviations from the official
-recipe (DESIGN §6): UDP targets for every task; each task's loss averaged over its own samples.
+recipe (docs/design.md): UDP targets for every task; each task's loss averaged over its own samples.
 """
 
 import dataclasses
@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eps=1e-6, drop_path=VARIANTS[arg.variant].drop_path if real_scale else 0.0,
       remat=False, dtype='float32', image_size=(256, 192),
       attention='auto',  # 'xla', 'cudnn' (fused; GPUs >= sm80, bf16/fp16) or 'auto' (either)
-      knowledge_tokens=0,  # per task (distillation, DESIGN §7)
+      knowledge_tokens=0,  # per task (distillation, docs/design.md)
   )
   num_train, num_val = (48, 8) if arg.runlocal else (800, 100)
   per_task_batch = arg.batch or (2 if arg.runlocal else (128 if real_scale else 8))

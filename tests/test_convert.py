@@ -159,7 +159,7 @@ def test_official_dataset_indices_become_named_tasks_and_mismatches_are_named(tm
   _convert('--src', tmp_path / 'pp.pth', '--format', 'mmpose', '--dst', tmp_path / 'run',
            *heads_flag)
   config = models.ModelConfig.load(tmp_path / 'run')
-  assert [(t.name, t.skeleton.name, t.expert) for t in config.tasks] == [
+  assert [(t.name, t.schema.name, t.expert) for t in config.tasks] == [
       ('coco', 'coco17', 0), ('aic', 'aic14', 1), ('mpii', 'mpii16', 2)]
   assert 'variant custom' in capsys.readouterr().out
 

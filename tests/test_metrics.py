@@ -67,9 +67,10 @@ def _cocoeval_stats(gt_dataset, results, sigmas):
   return np.asarray(coco_eval.stats)
 
 
-@pytest.mark.parametrize('population,schema', [('adult', 'coco17'), ('infant', 'infant_smil25')])
-def test_perfect_predictions_give_ap_1(gt_files, population, schema):
-  skeleton = skeletons.get(schema)
+@pytest.mark.parametrize('population,schema_name',
+                         [('adult', 'coco17'), ('infant', 'infant_smil25')])
+def test_perfect_predictions_give_ap_1(gt_files, population, schema_name):
+  schema = skeletons.get(schema_name)
   data = _load(gt_files[population])
   results = []
   for ann in data['annotations']:
@@ -77,7 +78,7 @@ def test_perfect_predictions_give_ap_1(gt_files, population, schema):
     kpts[:, 2] = 1.0
     results.append({'image_id': ann['image_id'], 'category_id': 1,
                     'keypoints': kpts.reshape(-1).tolist(), 'score': 1.0})
-  metrics = evaluation.coco_keypoint_metrics(gt_files[population], results, skeleton,
+  metrics = evaluation.coco_keypoint_metrics(gt_files[population], results, schema,
                                              prefix='t/')
   assert set(metrics) == {'t/' + n for n in evaluation.STAT_NAMES + evaluation.COUNT_NAMES}
   assert metrics['t/AP'] == 1.0 and metrics['t/AP50'] == 1.0 and metrics['t/AP75'] == 1.0
@@ -87,19 +88,20 @@ def test_perfect_predictions_give_ap_1(gt_files, population, schema):
   assert metrics['t/gt_area_estimated'] == metrics['t/results_non_finite'] == 0
 
 
-@pytest.mark.parametrize('population,schema', [('adult', 'coco17'), ('infant', 'infant_smil25')])
-def test_coco_metrics_match_cocoeval(gt_files, population, schema):
-  skeleton = skeletons.get(schema)
+@pytest.mark.parametrize('population,schema_name',
+                         [('adult', 'coco17'), ('infant', 'infant_smil25')])
+def test_coco_metrics_match_cocoeval(gt_files, population, schema_name):
+  schema = skeletons.get(schema_name)
   data = _load(gt_files[population])
   anns = [dict(a, kpts=a['keypoints']) for a in data['annotations']]
-  results = _perturbed_results(anns, np.random.default_rng(0), skeleton.num_keypoints)
-  expected = _cocoeval_stats(data, results, skeleton.sigmas)
-  got = evaluation.coco_keypoint_metrics(data, results, skeleton)
+  results = _perturbed_results(anns, np.random.default_rng(0), schema.num_keypoints)
+  expected = _cocoeval_stats(data, results, schema.sigmas)
+  got = evaluation.coco_keypoint_metrics(data, results, schema)
   assert 0.2 < got['AP'] < 0.95  # a discriminating case, neither trivial nor hopeless
   np.testing.assert_allclose([got[n] for n in evaluation.STAT_NAMES], expected, atol=1e-12)
   # COCO's own sigmas are not what a K=25 schema is scored with.
-  if skeleton.num_keypoints != 17:
-    default = _cocoeval_stats(data, results, np.full(skeleton.num_keypoints, 0.025))
+  if schema.num_keypoints != 17:
+    default = _cocoeval_stats(data, results, np.full(schema.num_keypoints, 0.025))
     assert not np.allclose(default, expected)
 
 
@@ -109,13 +111,13 @@ def test_empty_results_give_zero_ap(gt_files):
 
 
 def test_wholebody_parts_match_cocoeval_on_slices(gt_files):
-  skeleton = skeletons.get('coco_wholebody133')
+  schema = skeletons.get('coco_wholebody133')
   data = _load(gt_files['adult_wholebody'])
-  fields = [WHOLEBODY_FIELDS[part] for part, _, _ in skeleton.parts]
+  fields = [WHOLEBODY_FIELDS[part] for part, _, _ in schema.parts]
   anns = [dict(a, kpts=sum((a[f] for f in fields), [])) for a in data['annotations']]
   # Face and hand sigmas are small: little noise keeps their APs informative.
-  results = _perturbed_results(anns, np.random.default_rng(1), skeleton.num_keypoints, 0.006)
-  got = evaluation.wholebody_metrics(gt_files['adult_wholebody'], results, skeleton, prefix='wb/')
+  results = _perturbed_results(anns, np.random.default_rng(1), schema.num_keypoints, 0.006)
+  got = evaluation.wholebody_metrics(gt_files['adult_wholebody'], results, schema, prefix='wb/')
 
   def sliced(start, stop, gt_field=None):
     gt = copy.deepcopy(data)
@@ -124,10 +126,10 @@ def test_wholebody_parts_match_cocoeval_on_slices(gt_files):
       ann['keypoints'] = kpts
       ann['num_keypoints'] = int(np.count_nonzero(np.asarray(kpts[2::3]) > 0))
     dts = [dict(r, keypoints=r['keypoints'][3 * start:3 * stop]) for r in results]
-    return _cocoeval_stats(gt, dts, skeleton.sigmas[start:stop])
+    return _cocoeval_stats(gt, dts, schema.sigmas[start:stop])
 
   unlabelled_parts = 0
-  for part, start, stop in skeleton.parts:
+  for part, start, stop in schema.parts:
     counts = [np.count_nonzero(np.asarray(a[WHOLEBODY_FIELDS[part]][2::3]) > 0)
               for a in data['annotations']]
     unlabelled_parts += counts.count(0)
@@ -136,9 +138,9 @@ def test_wholebody_parts_match_cocoeval_on_slices(gt_files):
     assert got[f'wb/AR_{part}'] == pytest.approx(expected[5], abs=1e-12), part
   # The data must exercise the ignore rule: some instance has a part with no labelled point.
   assert unlabelled_parts > 0
-  whole = sliced(0, skeleton.num_keypoints)
+  whole = sliced(0, schema.num_keypoints)
   np.testing.assert_allclose([got['wb/' + n] for n in evaluation.STAT_NAMES], whole, atol=1e-12)
-  assert len({got[f'wb/AP_{p}'] for p, _, _ in skeleton.parts}) > 1
+  assert len({got[f'wb/AP_{p}'] for p, _, _ in schema.parts}) > 1
 
 
 # PCK by hand. Instance 0: bbox 100 x 50 → norm 100; instance 1: bbox 40 x 80 → norm 80.

@@ -166,7 +166,7 @@ def test_experts_cost_one_expert_matmul_per_sample_not_all_experts():
 
 
 def test_model_json_round_trips_with_builtin_and_user_schemas(tmp_path):
-  user = skeletons.make_skeleton('paw3', ['left_paw', 'right_paw', 'tail'], [.05, .05, .1])
+  user = skeletons.make_schema('paw3', ['left_paw', 'right_paw', 'tail'], [.05, .05, .1])
   tasks = models.make_tasks({'coco': 'coco17', 'pets': user})
   config = models.model_config('nano', tasks, image_size=(128, 96), decoder='simple',
                                dtype='bfloat16', remat=True)
@@ -414,7 +414,7 @@ def test_training_records_the_sigma_it_trains_with():
   path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'multitask.py')
   config = configlib.sibling_config(path, 'multitask').get_config(
       'runlocal,variant=nano,tasks=coco')
-  assert train.model_config(config).codec.sigma == config.data.sigma == 2.0
+  assert train.model_config_from_training(config).codec.sigma == config.data.sigma == 2.0
   with config.unlocked():
     config.data.sigma = 3.0
-  assert train.model_config(config).codec.sigma == 3.0
+  assert train.model_config_from_training(config).codec.sigma == 3.0

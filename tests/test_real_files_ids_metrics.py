@@ -117,9 +117,9 @@ class _FakePredictor:
   """Predictor-like: answers each crop with chosen image keypoints of the person whose box is
   nearest the crop's centre, so everything around the network is the product's own."""
 
-  def __init__(self, skeleton, centers, keypoints):
+  def __init__(self, schema, centers, keypoints):
     self.config = SimpleNamespace(image_size=(256, 192),
-                                  task=lambda name: SimpleNamespace(skeleton=skeleton))
+                                  task=lambda name: SimpleNamespace(schema=schema))
     self.centers, self.answers = np.asarray(centers), keypoints
 
   def keypoints(self, task, pixels, center, scale, rotation=None):

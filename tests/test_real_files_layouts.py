@@ -332,7 +332,7 @@ def test_humanart_gives_its_extra_points_to_a_schema_that_has_them(tmp_path):
   path, images = _write(tmp_path, data)
   _, report = coco.read_coco(path, images, COCO17)
   assert not report.unplaced  # the 17 points COCO-17 reads are all 'keypoints' holds
-  humanart21 = skeletons.make_skeleton('humanart21', data['categories'][0]['keypoints'],
+  humanart21 = skeletons.make_schema('humanart21', data['categories'][0]['keypoints'],
                                        [.05] * 21)
   records, _ = coco.read_coco(path, images, humanart21)
   for record, ann in zip(records, data['annotations']):

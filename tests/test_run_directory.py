@@ -48,7 +48,7 @@ def test_a_changed_schema_is_refused_naming_the_field(tmp_path):
   _model_json(tmp_path, models.model_config('nano', TWO_TASKS))
   coco = skeletons.get('coco17').to_dict()
   coco['sigmas'] = [0.05] * 17
-  changed = models.model_config('nano', {'coco': skeletons.skeleton_from_dict(coco),
+  changed = models.model_config('nano', {'coco': skeletons.schema_from_dict(coco),
                                          'infant': 'infant_smil25'})
   with pytest.raises(train.TrainingError, match=r'\(tasks\.coco\.schema\.sigmas \[0\.026, .* → '
                                                 r'\[0\.05, .*\]\); resume'):

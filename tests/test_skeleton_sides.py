@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from vitpose_jax import skeletons
-from vitpose_jax.skeletons import SchemaWarning, make_skeleton, match_keypoint_names
+from vitpose_jax.skeletons import SchemaWarning, make_schema, match_keypoint_names
 
 
 def _pairs_by_name(s):
@@ -27,21 +27,21 @@ def _pairs_by_name(s):
 def test_flip_pairs_are_derived_from_every_common_side_convention(left, right):
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    s = make_skeleton('u', ['nose', right, left, 'neck'], [.05] * 4)
+    s = make_schema('u', ['nose', right, left, 'neck'], [.05] * 4)
   assert _pairs_by_name(s) == [(left, right)]
   assert s.flip_index == (0, 2, 1, 3)
 
 
 def test_a_side_marked_name_left_unpaired_is_a_loud_warning_naming_it():
-  with pytest.warns(SchemaWarning, match=r"skeleton 'u': keypoint\(s\) 'LEye' carry a left/right"):
-    s = make_skeleton('u', ['nose', 'LShoulder', 'RShoulder', 'LEye'], [.05] * 4)
+  with pytest.warns(SchemaWarning, match=r"schema 'u': keypoint\(s\) 'LEye' carry a left/right"):
+    s = make_schema('u', ['nose', 'LShoulder', 'RShoulder', 'LEye'], [.05] * 4)
   assert _pairs_by_name(s) == [('LShoulder', 'RShoulder')]
   assert skeletons.unpaired_side_names(s.keypoints, s.flip_pairs) == ('LEye',)
 
 
 def test_two_spellings_of_one_side_pair_with_nothing_and_are_named():
   with pytest.warns(SchemaWarning, match="'LEye', 'l_eye', 'REye'"):
-    s = make_skeleton('u', ['LEye', 'l_eye', 'REye'], [.05] * 3)
+    s = make_schema('u', ['LEye', 'l_eye', 'REye'], [.05] * 3)
   assert s.flip_pairs == ()
 
 
@@ -51,7 +51,7 @@ def test_explicit_flip_pairs_win_and_are_not_second_guessed():
            'l_border_of_pupil_3', 'LEye']
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    s = make_skeleton('goliath_like', names, [.05] * 5, flip_pairs=[(0, 1), (2, 3)])
+    s = make_schema('goliath_like', names, [.05] * 5, flip_pairs=[(0, 1), (2, 3)])
   assert s.flip_pairs == ((0, 1), (2, 3))
   assert skeletons.derive_flip_pairs(names) == ((1, 2), (3, 0))
 
@@ -59,7 +59,7 @@ def test_explicit_flip_pairs_win_and_are_not_second_guessed():
 def test_names_without_side_markers_derive_no_pairs_and_no_warning():
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    s = make_skeleton('u', ['head', 'tail', 'lower_lip', 'upper_lip', 'spine1'], [.05] * 5)
+    s = make_schema('u', ['head', 'tail', 'lower_lip', 'upper_lip', 'spine1'], [.05] * 5)
   assert s.flip_pairs == ()
 
 

@@ -1,4 +1,4 @@
-"""Skeleton schemas: built-in facts, validation errors, JSON round trips, name mapping, the CLI."""
+"""Keypoint schemas: built-in facts, validation errors, JSON round trips, name mapping, the CLI."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from vitpose_jax import skeletons
-from vitpose_jax.skeletons import SchemaError, make_skeleton
+from vitpose_jax.skeletons import SchemaError, make_schema
 
 BUILTIN_SIZES = {
     'coco17': 17, 'coco_wholebody133': 133, 'infant_smil25': 25, 'wheelchair23': 23,
@@ -94,13 +94,13 @@ def _base(**kw):
 ])
 def test_schema_errors_name_the_schema_and_the_problem(fields, problem):
   with pytest.raises(SchemaError) as e:
-    make_skeleton(**fields)
-  assert "skeleton 'toy'" in str(e.value)
+    make_schema(**fields)
+  assert "schema 'toy'" in str(e.value)
   assert problem in str(e.value)
 
 
 def test_user_schema_round_trips_through_json(tmp_path):
-  original = make_skeleton(
+  original = make_schema(
       'my_rig', ['head', 'left_hand', 'right_hand', 'left_foot', 'right_foot'],
       [.05, .06, .06, .08, .08], links=[('head', 'left_hand'), ('head', 'right_hand')],
       head_segment=('head', 'left_hand'), sigma_note='made up for a test')
@@ -115,7 +115,7 @@ def test_user_schema_round_trips_through_json(tmp_path):
 def test_minimal_user_schema_derives_the_rest(tmp_path):
   path = tmp_path / 's.json'
   path.write_text(json.dumps(_base()))
-  s = skeletons.load_skeleton_json(path)
+  s = skeletons.load_schema_json(path)
   assert s.flip_pairs == ((1, 2),)
   assert s.joint_weights == (1.0, 1.0, 1.0)
 
@@ -126,28 +126,28 @@ def test_user_schema_file_errors_name_the_file_and_field(tmp_path):
   with pytest.raises(SchemaError, match=r"bad\.json.*unknown field\(s\) \['sigma'\]"):
     skeletons.get(str(path))
   path.write_text(json.dumps(_base(sigmas=[.1])))
-  with pytest.raises(SchemaError, match=r"bad\.json: skeleton 'toy': 1 sigmas for 3 keypoints"):
+  with pytest.raises(SchemaError, match=r"bad\.json: schema 'toy': 1 sigmas for 3 keypoints"):
     skeletons.get(str(path))
 
 
 def test_unknown_schema_name_lists_the_known_ones():
-  with pytest.raises(SchemaError, match='unknown skeleton .coco18.*coco17'):
+  with pytest.raises(SchemaError, match='unknown schema .coco18.*coco17'):
     skeletons.get('coco18')
 
 
 def test_registering_a_different_schema_under_a_taken_name_needs_overwrite():
   with pytest.raises(SchemaError, match='already registered'):
-    skeletons.register(make_skeleton('coco17', ['a'], [.1]))
+    skeletons.register(make_schema('coco17', ['a'], [.1]))
   assert skeletons.get('coco17').num_keypoints == 17
 
 
 def test_cli_prints_a_schema_as_json_that_loads_back():
   out = subprocess.run([sys.executable, '-m', 'vitpose_jax.skeletons', 'wheelchair23', '--json'],
                        check=True, capture_output=True, text=True).stdout
-  assert skeletons.skeleton_from_dict(json.loads(out)) == skeletons.get('wheelchair23')
+  assert skeletons.schema_from_dict(json.loads(out)) == skeletons.get('wheelchair23')
   listing = subprocess.run([sys.executable, '-m', 'vitpose_jax.skeletons'], check=True,
                            capture_output=True, text=True).stdout
   assert all(name in listing for name in BUILTIN_SIZES)
   bad = subprocess.run([sys.executable, '-m', 'vitpose_jax.skeletons', 'nope'],
                        capture_output=True, text=True)
-  assert bad.returncode == 2 and "unknown skeleton 'nope'" in bad.stderr
+  assert bad.returncode == 2 and "unknown schema 'nope'" in bad.stderr

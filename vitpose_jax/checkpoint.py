@@ -1,4 +1,4 @@
-"""Run directories: ``model.json`` plus Orbax checkpoints under ``checkpoints/`` (DESIGN §3.2).
+"""Run directories: ``model.json`` plus Orbax checkpoints under ``checkpoints/`` (docs/design.md).
 
 Every checkpoint step holds a ``model`` item: the model's full NNX state (parameters and BatchNorm
 statistics) as a pure dict. A training run adds its own items beside it in the same step

@@ -101,7 +101,7 @@ def _describe(config: models.ModelConfig) -> str:
   return (f'variant {config.variant}, width {config.width}, depth {config.depth}, '
           f'{config.num_heads} heads, {experts}, input {config.image_size[0]}×'
           f'{config.image_size[1]}, LayerNorm eps {config.eps:g}\n  tasks: '
-          + '; '.join(f'{t.name} ({t.skeleton.name}, {t.num_keypoints} keypoints, '
+          + '; '.join(f'{t.name} ({t.schema.name}, {t.num_keypoints} keypoints, '
                       f'expert {t.expert}, {t.head} head)' for t in config.tasks))
 
 

@@ -1,4 +1,4 @@
-"""Knowledge-token and heatmap distillation (DESIGN §7), run by ``configs/distill.py``.
+"""Knowledge-token and heatmap distillation (docs/design.md), run by ``configs/distill.py``.
 
 Stage 1 (``stage=tokens``) is a training run of the teacher's own network with
 ``config.model.knowledge_tokens`` tokens per task added, every other weight loaded from

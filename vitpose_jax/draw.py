@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 # Small images are drawn at this multiple and downsampled: PIL draws without antialiasing, and
 # one-pixel limbs on a 192-pixel-wide crop are otherwise jagged and hard to read.
@@ -17,7 +17,7 @@ _SUPERSAMPLE = 3
 def draw_pose(
     image: np.ndarray | Image.Image,
     instances: Sequence[np.ndarray],
-    skeleton: Skeleton,
+    schema: Schema,
     *,
     threshold: float = 0.3,
     boxes: Sequence[Sequence[float]] | None = None,
@@ -28,7 +28,7 @@ def draw_pose(
     image: uint8 (H, W, 3) RGB array or a PIL image.
     instances: per person a (K, 3) array [x, y, score] (or [x, y, v]) in image pixels, integer
       coordinates at pixel centres.
-    skeleton: the schema: links and colours come from it.
+    schema: the keypoint schema: links and colours come from it.
     threshold: keypoints scoring below it, and links touching them, are not drawn.
     boxes: optional [x, y, w, h] per instance, drawn as thin outlines.
   """
@@ -54,10 +54,10 @@ def draw_pose(
   for kps in instances:
     kps = np.asarray(kps, np.float64)
     shown = kps[:, 2] >= threshold
-    for (a, b), color in zip(skeleton.link_indices, skeleton.link_colors):
+    for (a, b), color in zip(schema.link_indices, schema.link_colors):
       if shown[a] and shown[b]:
         draw.line([at(*kps[a, :2]), at(*kps[b, :2])], fill=tuple(color), width=width)
-    for (x, y, _), color, visible in zip(kps, skeleton.keypoint_colors, shown):
+    for (x, y, _), color, visible in zip(kps, schema.keypoint_colors, shown):
       if visible:
         cx, cy = at(x, y)
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=tuple(color),

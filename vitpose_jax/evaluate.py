@@ -30,7 +30,7 @@ from vitpose_jax.evaluation import evaluators, metrics
 
 
 def _score_results(args) -> dict:
-  skeleton = skeletons.get(args.schema)
+  schema = skeletons.get(args.schema)
   try:
     with open(args.results) as f:
       results = json.load(f)
@@ -38,9 +38,9 @@ def _score_results(args) -> dict:
     raise ValueError(f'{args.results}: cannot read results ({e})') from None
   if not isinstance(results, list):
     raise ValueError(f'{args.results}: not a COCO results list')
-  scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics
+  scorer = metrics.wholebody_metrics if schema.parts else metrics.coco_keypoint_metrics
   try:
-    out = scorer(args.gt, results, skeleton)
+    out = scorer(args.gt, results, schema)
   except metrics.ResultsError as e:
     raise ValueError(f'{args.results}: {e}') from None
   out['box_source'] = 'as in the results file'

@@ -38,7 +38,7 @@ def export_task(model: models.VitPose, task: str, *, batch_size: int, flip_test:
   """``task``'s network as an Exported function of pixels (batch_size, H, W, 3) float32 returning
   heatmaps (batch_size, h, w, K) float32; ``platforms`` None lowers for the default backend."""
   config = model.config
-  flip_index = config.task(task).skeleton.flip_index  # a clear error for an unknown task
+  flip_index = config.task(task).schema.flip_index  # a clear error for an unknown task
   if batch_size < 1:
     raise ValueError(f'batch size must be at least 1, got {batch_size}')
   # XLA's attention whatever the model asks for: cuDNN's fused kernel would tie the artifact to
@@ -64,11 +64,11 @@ def export_task(model: models.VitPose, task: str, *, batch_size: int, flip_test:
 def artifact_metadata(model: models.VitPose, task: str, *, flip_test: bool,
                       source: str | None = None, step: int | None = None) -> dict[str, Any]:
   """What a deployer needs beside the artifact: the task's keypoints and how to feed it."""
-  skeleton = model.config.task(task).skeleton
+  schema = model.config.task(task).schema
   return {
       'task': task,
-      'schema': skeleton.name,
-      'keypoint_names': list(skeleton.keypoints),
+      'schema': schema.name,
+      'keypoint_names': list(schema.keypoints),
       'input_layout': INPUT_LAYOUT,
       # RGB values in 0-255 go in as (value - mean) / std.
       'normalisation': {'mean': [round(float(v), 4) for v in transforms.IMAGENET_MEAN],

@@ -50,7 +50,7 @@ def _forward(graphdef, state, pixels, *, task: str, flip_test: bool) -> jax.Arra
   both = jnp.stack([pixels, codec.flip_images(pixels)], axis=1).reshape(2 * n, *pixels.shape[1:])
   heatmaps = network({task: both})[0][task]
   heatmaps = heatmaps.reshape(n, 2, *heatmaps.shape[1:])
-  flip_index = network.config.task(task).skeleton.flip_index
+  flip_index = network.config.task(task).schema.flip_index
   return codec.flip_test_average(heatmaps[:, 0], heatmaps[:, 1], flip_index)
 
 
@@ -158,8 +158,8 @@ class Predictor:
       boxes = [[0.0, 0.0, float(w), float(h)]]
     box_scores = [1.0] * len(boxes) if box_scores is None else list(box_scores)
     height, width = self.config.image_size
-    skeleton = self.config.task(task).skeleton
-    steps = transforms.eval_transforms(skeleton, self.config.image_size)
+    schema = self.config.task(task).schema
+    steps = transforms.eval_transforms(schema, self.config.image_size)
     crops, centers, scales = [], [], []
     for box in boxes:
       center, scale = coco.box_to_center_scale(box, aspect_ratio=width / height)
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   result = {
-      'image': args.image, 'task': args.task, 'schema': spec.skeleton.name,
-      'keypoint_names': list(spec.skeleton.keypoints),
+      'image': args.image, 'task': args.task, 'schema': spec.schema.name,
+      'keypoint_names': list(spec.schema.keypoints),
       'box_source': 'given boxes' if boxes else 'whole image',
       'instances': [{'bbox': i['bbox'], 'score': i['score'],
                      'keypoints': [[round(float(v), 3) for v in kp] for kp in i['keypoints']]}
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=1)
   if args.draw:
-    draw_pose(image, [i['keypoints'] for i in instances], spec.skeleton,
+    draw_pose(image, [i['keypoints'] for i in instances], spec.schema,
               threshold=args.threshold, boxes=boxes).save(args.draw)
   print(f'{len(instances)} instance(s) → {args.out}' + (f', drawing → {args.draw}'
                                                        if args.draw else ''))

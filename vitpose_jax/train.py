@@ -1,11 +1,11 @@
-"""Multi-task training: ``train_and_evaluate(config, workdir)`` → final metrics (DESIGN §3).
+"""Multi-task training: ``train_and_evaluate(config, workdir)`` → final metrics.
 
 One factorized model, one global batch per step holding every task's share (static shapes), a
 ``jax.jit`` step over a 1-D device ``Mesh`` (axis ``data``: batch sharded, state replicated and
 donated). Heatmap targets are made on device from the batch's crop keypoints; each task's
 JointsMSE is averaged over that task's own samples, then weighted by its ``loss_weight``.
 
-The run directory (DESIGN §3.2): config.json, model.json, checkpoints/ (Orbax, written and kept
+The run directory (docs/design.md): config.json, model.json, checkpoints/ (Orbax, written and kept
 by :class:`checkpoint.TrainCheckpoints`: ``model``, ``opt_state``, ``train`` (step, rng) and
 ``data`` (the grain iterator state) per step), best.json, metrics.json, metrics.jsonl (one line per
 log step: step and the logged scalars), evals.jsonl (one line per evaluation: step, samples seen
@@ -179,12 +179,12 @@ def _plots(model, config, workdir: str):
   os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
   sources = _sources(config, 'val')
   for name, source in sources.items():
-    skeleton = predictor.config.task(name).skeleton
+    schema = predictor.config.task(name).schema
     tiles = []
     for i in range(min(config.plots, len(source))):
       element = source[i]
       (instance,) = predictor.predict_image(name, element['image'], [element['bbox'].tolist()])
-      tiles.append(draw_pose(element['image'], [instance['keypoints']], skeleton,
+      tiles.append(draw_pose(element['image'], [instance['keypoints']], schema,
                              boxes=[element['bbox'].tolist()]))
     if not tiles:
       continue
@@ -372,7 +372,7 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   augment = transforms.AugmentConfig(**config.data.get('augment', {}))
   tasks = []
   for name, t in config.tasks.items():
-    schema = mcfg.task(name).skeleton
+    schema = mcfg.task(name).schema
     tasks.append(pipeline.TaskData(
         name, schema, sources[name], t.batch_size,
         tuple(transforms.train_transforms(schema, mcfg.image_size, augment))))
@@ -429,7 +429,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
-  joint_weights = {t.name: jnp.asarray(t.skeleton.joint_weights) for t in mcfg.tasks}
+  joint_weights = {t.name: jnp.asarray(t.schema.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
 
   def train_step(state, batch, teacher_state):
@@ -472,8 +472,9 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
 
 def _initial_model(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                    device: jax.Device) -> models.VitPose:
-  """The model before training, its kernels chosen for ``device``: fresh, with the weights ``config.init_from`` names loaded into it
-  (see :func:`models.init_from`) and the knowledge tokens of ``config.tokens_from``."""
+  """The model before training, its kernels chosen for ``device``: fresh, with the weights
+  ``config.init_from`` names loaded into it (see :func:`models.init_from`) and the knowledge
+  tokens of ``config.tokens_from``."""
   model = models.create_model(mcfg, seed=config.seed,
                               kernels=backend.resolve_kernels(mcfg, device))
   if config.init_from:

@@ -76,10 +76,10 @@ def main(argv=None) -> int:
     print(json.dumps(worker(args)))
     return 0
 
-  from vitpose_jax.data import pipeline
+  from vitpose_jax import synthetic
 
   cache = args.cache or tempfile.mkdtemp(prefix='bench_evaluation_')
-  pipeline.synthetic_dataset(args.population, 'val', args.num, 0, cache)
+  synthetic.dataset(args.population, 'val', args.num, 0, cache)
   rows = []
   for count in [int(c) for c in args.devices.split(',')]:
     env = {**os.environ, 'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} {DEVICE_FLAG}={count}'}

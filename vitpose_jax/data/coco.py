@@ -41,7 +41,7 @@ import numpy as np
 
 from vitpose_jax import skeletons
 from vitpose_jax.data.images import ImageError, read_image
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 # COCO-WholeBody stores parts in separate fields; the schema's part slices say where each lands.
 WHOLEBODY_FIELDS = {'body': 'keypoints', 'foot': 'foot_kpts', 'face': 'face_kpts',
@@ -246,30 +246,30 @@ def _wholebody_source(field: str) -> _Source:
 
 
 def _flat_source(names: tuple[str, ...] | None, counts: dict[str, int],
-                 skeleton: Skeleton) -> _Source:
+                 schema: Schema) -> _Source:
   """The points of an annotation without COCO-WholeBody's split fields; ValueError says why its
   count fits nothing."""
-  k, n = skeleton.num_keypoints, counts.get('keypoints', 0)
+  k, n = schema.num_keypoints, counts.get('keypoints', 0)
   wholebody = skeletons.get('coco_wholebody133')
 
   def plain(field, point_names):
     return field, tuple(point_names), (None,) * len(point_names)
 
-  def leads(schema):
+  def leads(layout):
     # The category's names are the first of a longer layout: mmpose's flat WholeBody files keep
     # COCO-WholeBody's category, which lists only the 17 body names.
-    return skeletons.match_keypoint_names(names, schema) == tuple(range(len(names)))
+    return skeletons.match_keypoint_names(names, layout) == tuple(range(len(names)))
 
   if not names:
     if n == k:
-      return plain('keypoints', skeleton.keypoints)
+      return plain('keypoints', schema.keypoints)
     if n == wholebody.num_keypoints:
       return _wholebody_source('keypoints')
-    raise ValueError(f'keypoints hold {3 * n} values, expected {3 * k} for schema {skeleton.name} '
+    raise ValueError(f'keypoints hold {3 * n} values, expected {3 * k} for schema {schema.name} '
                      f'({k} keypoints)')
   if n == len(names):
     return plain('keypoints', names)
-  matched = skeletons.match_keypoint_names(names, skeleton)
+  matched = skeletons.match_keypoint_names(names, schema)
   full = f'keypoints_{len(names)}'
   if 0 < n < len(names) and (counts.get(full) == len(names)
                              or (n == k and None not in matched[:n])):
@@ -281,8 +281,8 @@ def _flat_source(names: tuple[str, ...] | None, counts: dict[str, int],
     if counts.get(full) == len(names) and any(i is not None for i in matched[n:]):
       return plain(full, names)
     return plain('keypoints', names[:n])
-  if n == k and leads(skeleton):
-    return plain('keypoints', skeleton.keypoints)
+  if n == k and leads(schema):
+    return plain('keypoints', schema.keypoints)
   if n == wholebody.num_keypoints and leads(wholebody):
     return _wholebody_source('keypoints')
   raise ValueError(f'keypoints hold {3 * n} values, expected {3 * len(names)} for the '
@@ -311,7 +311,7 @@ def _split_sources(names: tuple[str, ...] | None, counts: dict[str, int]) -> lis
 
 @functools.lru_cache(maxsize=256)
 def _layout(names: tuple[str, ...] | None, counts: tuple[tuple[str, int], ...],
-            skeleton: Skeleton) -> _Layout | str:
+            schema: Schema) -> _Layout | str:
   """The layout of annotations whose category lists ``names`` and whose keypoint fields hold
   ``counts`` points, or why it cannot be read for the schema (kept too, as a file repeats it)."""
   count = dict(counts)
@@ -319,9 +319,9 @@ def _layout(names: tuple[str, ...] | None, counts: tuple[tuple[str, int], ...],
     if any(field in count for _, field, _ in _wholebody_parts()[1:]):
       sources = _split_sources(names, count)
     else:
-      sources = [_flat_source(names, count, skeleton)]
+      sources = [_flat_source(names, count, schema)]
     everything = [n for _, point_names, _ in sources for n in point_names]
-    index = iter(skeletons.match_keypoint_names(everything, skeleton))
+    index = iter(skeletons.match_keypoint_names(everything, schema))
   except ValueError as e:
     return str(e)
   reads, unplaced = [], []
@@ -338,7 +338,7 @@ def _layout(names: tuple[str, ...] | None, counts: tuple[tuple[str, int], ...],
                      else repr(point_names[i]) for i in lost)
       unplaced.append((field, np.array(lost), labels))
   if not reads:
-    return f'none of the keypoint names {everything[:4]}... is in schema {skeleton.name}'
+    return f'none of the keypoint names {everything[:4]}... is in schema {schema.name}'
   return _Layout(tuple(reads), tuple(unplaced))
 
 
@@ -365,20 +365,20 @@ def _keypoint_fields(ann: Mapping[str, Any],
 
 
 def _layout_of(fields: dict[str, np.ndarray], names: tuple[str, ...] | None,
-               skeleton: Skeleton) -> _Layout | str:
-  return _layout(names, tuple((f, len(v)) for f, v in fields.items()), skeleton)
+               schema: Schema) -> _Layout | str:
+  return _layout(names, tuple((f, len(v)) for f, v in fields.items()), schema)
 
 
-def _place(ann: Mapping[str, Any], skeleton: Skeleton,
+def _place(ann: Mapping[str, Any], schema: Schema,
            names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
   """(the annotation's (K, 3) labels in schema order, the labels of its points with v > 0 that
   the schema has no place for)."""
   names = tuple(names) if names else None
   fields = _keypoint_fields(ann, names)
-  layout = _layout_of(fields, names, skeleton)
+  layout = _layout_of(fields, names, schema)
   if isinstance(layout, str):
     raise ValueError(layout)
-  out = np.zeros((skeleton.num_keypoints, 3), np.float32)
+  out = np.zeros((schema.num_keypoints, 3), np.float32)
   for field, src, dst in layout.reads:
     out[dst] = fields[field][src]
   lost = []
@@ -388,7 +388,7 @@ def _place(ann: Mapping[str, Any], skeleton: Skeleton,
   return out, lost
 
 
-def annotation_keypoints(ann: Mapping[str, Any], skeleton: Skeleton,
+def annotation_keypoints(ann: Mapping[str, Any], schema: Schema,
                          names: Sequence[str] | None = None) -> np.ndarray:
   """An annotation's labels as float32 (K, 3) [x, y, v] in schema order, pixels; a schema point
   the annotation does not label is [0, 0, 0]. ValueError says what is wrong.
@@ -409,16 +409,16 @@ def annotation_keypoints(ann: Mapping[str, Any], skeleton: Skeleton,
   Names match as :func:`vitpose_jax.skeletons.match_keypoint_names` says (``"Right Shoulder"``
   is ``right_shoulder``).
   """
-  return _place(ann, skeleton, names)[0]
+  return _place(ann, schema, names)[0]
 
 
-def _category_problem(cat: Mapping[str, Any], anns: list, skeleton: Skeleton) -> str:
+def _category_problem(cat: Mapping[str, Any], anns: list, schema: Schema) -> str:
   """Why a category holds none of the schema's keypoints, in a few words for the error."""
   label = f'category {cat["id"]!r} ({cat.get("name")!r})'
   names = cat.get('keypoints') or []
   if names:
     text = f'{label} lists {len(names)} keypoint names, none of them in the schema'
-    if len(names) == skeleton.num_keypoints:
+    if len(names) == schema.num_keypoints:
       text += (f' although the count matches; names not matched: '
                f'{", ".join(map(repr, names[:20]))}' + (' ...' if len(names) > 20 else ''))
     return text
@@ -429,9 +429,9 @@ def _category_problem(cat: Mapping[str, Any], anns: list, skeleton: Skeleton) ->
           f'{"/".join(map(str, sizes[:5]))} points')
 
 
-def keypoint_categories(data: Mapping[str, Any], skeleton: Skeleton,
+def keypoint_categories(data: Mapping[str, Any], schema: Schema,
                         source: str) -> KeypointCategories:
-  """The categories of a loaded COCO file whose annotations ``skeleton`` reads, found once.
+  """The categories of a loaded COCO file whose annotations ``schema`` reads, found once.
 
   A category qualifies when one of its ``keypoints`` names is the schema's (as
   :func:`vitpose_jax.skeletons.match_keypoint_names` matches names), or, listing no names, when
@@ -474,24 +474,24 @@ def keypoint_categories(data: Mapping[str, Any], skeleton: Skeleton,
     anns = by_category[repr(cat['id'])]
     try:
       matches = names is not None and any(
-          i is not None for i in skeletons.match_keypoint_names(names, skeleton))
+          i is not None for i in skeletons.match_keypoint_names(names, schema))
     except ValueError as e:
       raise DataError(f'{source}: category {cat["id"]!r}: {e}') from None
     if not matches:
-      matches = any(_readable(a, names, skeleton) for a in anns)
+      matches = any(_readable(a, names, schema) for a in anns)
     if matches:
       found.append(KeypointCategory(cat['id'], str(cat.get('name', cat['id'])), names))
     else:
-      problems.append(_category_problem(cat, anns, skeleton))
+      problems.append(_category_problem(cat, anns, schema))
   if not found:
-    raise DataError(f'{source}: no category holds keypoints of schema {skeleton.name} '
-                    f'({skeleton.num_keypoints} keypoints): {"; ".join(problems)}')
+    raise DataError(f'{source}: no category holds keypoints of schema {schema.name} '
+                    f'({schema.num_keypoints} keypoints): {"; ".join(problems)}')
   return KeypointCategories(source, tuple(found))
 
 
-def _readable(ann: Mapping[str, Any], names: tuple[str, ...] | None, skeleton: Skeleton) -> bool:
+def _readable(ann: Mapping[str, Any], names: tuple[str, ...] | None, schema: Schema) -> bool:
   try:
-    return isinstance(_layout_of(_keypoint_fields(ann, names), names, skeleton), _Layout)
+    return isinstance(_layout_of(_keypoint_fields(ann, names), names, schema), _Layout)
   except ValueError:
     return False
 
@@ -515,7 +515,7 @@ class _Skip(Exception):
     self.reason, self.detail, self.bad_input = reason, detail, bad_input
 
 
-def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_ratio,
+def _record(ann, image_info, image_sizes, images, schema, categories, aspect_ratio,
             check_images) -> tuple[dict[str, Any], list[str]]:
   """The record of one annotation and the labels of its points the schema has no place for, or
   _Skip saying why there is none. ``image_info``: image id → (position in the file, image
@@ -525,7 +525,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
   category = categories.of(ann)
   if category is None:
     raise _Skip('other category', f'{categories.refusal(ann)}, whose keypoints schema '
-                f'{skeleton.name} reads', False)
+                f'{schema.name} reads', False)
   if ann.get('iscrowd', 0):
     raise _Skip('crowd', 'iscrowd=1 (crowd regions hold no single person)')
   if ann['image_id'] not in image_info:
@@ -545,7 +545,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
     raise _Skip('bad image', size)
   width, height = size
   try:
-    keypoints, unplaced = _place(ann, skeleton, category.keypoint_names)
+    keypoints, unplaced = _place(ann, schema, category.keypoint_names)
   except ValueError as e:
     raise _Skip('wrong keypoint count', str(e)) from None
   bbox = np.asarray(ann.get('bbox', []), np.float64).reshape(-1)
@@ -582,7 +582,7 @@ def _record(ann, image_info, image_sizes, images, skeleton, categories, aspect_r
 def read_coco(
     annotations: str | os.PathLike[str],
     images: str | os.PathLike[str],
-    skeleton: Skeleton,
+    schema: Schema,
     *,
     strict: bool = False,
     aspect_ratio: float = 0.75,
@@ -611,7 +611,7 @@ def read_coco(
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
   data = _load_json(annotations)
-  categories = keypoint_categories(data, skeleton, annotations)
+  categories = keypoint_categories(data, schema, annotations)
   image_info = {}
   for image_id, i in image_indices(data['images'], annotations).items():
     if 'file_name' not in data['images'][i]:
@@ -624,7 +624,7 @@ def read_coco(
   for i, ann in enumerate(data['annotations']):
     ann_id = ann.get('id') if isinstance(ann, dict) else None
     try:
-      record, unplaced = _record(ann, image_info, image_sizes, images, skeleton, categories,
+      record, unplaced = _record(ann, image_info, image_sizes, images, schema, categories,
                                  aspect_ratio, check_images)
     except _Skip as skip:
       if strict and skip.bad_input:
@@ -636,6 +636,6 @@ def read_coco(
       report.add_unplaced(label, f'annotation {ann_id}')
   report.kept = len(records)
   if not records:
-    raise DataError(f'{annotations}: no usable person instance for schema {skeleton.name}'
+    raise DataError(f'{annotations}: no usable person instance for schema {schema.name}'
                     + (f' ({report.summary()})' if report.skipped else ''))
   return records, report

@@ -29,7 +29,7 @@ import numpy as np
 
 from vitpose_jax.data.coco import DataError, SkipReport, read_coco
 from vitpose_jax.data.images import decode_packed, packed_bytes
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 # Bump when the packed layout or the record semantics change: it enters every cache key.
 # 2: records hold the image's and annotation's positions in the file, not their ids (ids may be
@@ -163,7 +163,7 @@ class PackedDataset:
 def pack_coco(
     annotations: str,
     images: str,
-    skeleton: Skeleton,
+    schema: Schema,
     out_dir: str,
     *,
     split: str = 'train',
@@ -179,21 +179,21 @@ def pack_coco(
   # TFDS's own bars ("Shuffling .../incomplete...") would leak its internals into our output;
   # the callers say what is packed. The switch is TFDS's only one, and global.
   tfds.disable_progress_bar()
-  records, report = read_coco(annotations, images, skeleton, strict=strict)
+  records, report = read_coco(annotations, images, schema, strict=strict)
   parent = os.path.dirname(os.path.abspath(out_dir)) or '.'
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.packing-', dir=parent)
   try:
     builder = _builder_class()(
-        splits={split: records}, num_keypoints=skeleton.num_keypoints, data_dir=tmp,
-        description=f'{annotations} ({images}), schema {skeleton.name}',
+        splits={split: records}, num_keypoints=schema.num_keypoints, data_dir=tmp,
+        description=f'{annotations} ({images}), schema {schema.name}',
     )
     builder.download_and_prepare()
     with open(os.path.join(tmp, 'skips.json'), 'w') as f:
       json.dump({'summary': report.summary(), 'counts': dict(report.counts),
                  'examples': report.examples, 'kept': report.kept}, f, indent=1)
     with open(os.path.join(tmp, 'schema.json'), 'w') as f:
-      json.dump(skeleton.to_dict(), f, indent=1)
+      json.dump(schema.to_dict(), f, indent=1)
     try:
       os.rename(tmp, out_dir)
     except OSError:
@@ -207,7 +207,7 @@ def pack_coco(
   return PackedDataset(out_dir), report
 
 
-def cache_key(annotations: str, images: str, skeleton: Skeleton, **options) -> str:
+def cache_key(annotations: str, images: str, schema: Schema, **options) -> str:
   """A digest of what decides a packed dataset's contents."""
   annotations = os.path.abspath(annotations)
   try:
@@ -216,7 +216,7 @@ def cache_key(annotations: str, images: str, skeleton: Skeleton, **options) -> s
     raise DataError(f'{annotations}: annotation file not found') from None
   identity = {
       'annotations': annotations, 'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns,
-      'images': os.path.abspath(images), 'schema': skeleton.to_dict(), 'options': options,
+      'images': os.path.abspath(images), 'schema': schema.to_dict(), 'options': options,
       'pack_version': PACK_VERSION,
   }
   return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -225,7 +225,7 @@ def cache_key(annotations: str, images: str, skeleton: Skeleton, **options) -> s
 def packed_coco(
     annotations: str,
     images: str,
-    skeleton: Skeleton,
+    schema: Schema,
     *,
     split: str = 'train',
     strict: bool = False,
@@ -233,16 +233,16 @@ def packed_coco(
 ) -> PackedDataset:
   """The cached packed dataset of a COCO-format file, packing it on first use (saying so, and how
   many instances it packed in how long, on stdout)."""
-  key = cache_key(annotations, images, skeleton, split=split, strict=strict)
+  key = cache_key(annotations, images, schema, split=split, strict=strict)
   stem = os.path.splitext(os.path.basename(annotations))[0]
-  out = os.path.join(cache_dir or cache_root(), 'packed', f'{stem}-{skeleton.name}-{key}')
+  out = os.path.join(cache_dir or cache_root(), 'packed', f'{stem}-{schema.name}-{key}')
   if os.path.isdir(os.path.join(out, _BUILDER_NAME)):
     packed = PackedDataset(out)
     logging.info('using packed %s', out)
   else:
-    print(f'packing {annotations} ({skeleton.name}) into {out}', flush=True)
+    print(f'packing {annotations} ({schema.name}) into {out}', flush=True)
     start = time.monotonic()
-    packed, report = pack_coco(annotations, images, skeleton, out, split=split, strict=strict)
+    packed, report = pack_coco(annotations, images, schema, out, split=split, strict=strict)
     print(f'packed {report.kept} instances in {time.monotonic() - start:.0f} s', flush=True)
   summary = packed.skip_report()
   # Skips are reported once each time a dataset is opened: a user must see what training lacks.

@@ -1,6 +1,6 @@
 """The multi-task input pipeline: one source per task, mixed so every batch holds each task's share.
 
-Each global batch is a dict keyed by task name (DESIGN §3.3); task ``t`` contributes exactly its
+Each global batch is a dict keyed by task name (docs/design.md); task ``t`` contributes exactly its
 configured ``batch_size`` samples (its global share), so every array has a static shape. Each host
 reads a disjoint shard of every task's source and produces ``batch_size / process_count`` of them.
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from vitpose_jax.data import packing, sources
 from vitpose_jax.data.coco import DataError
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,19 +33,19 @@ class TaskData:
   """One task's input: its schema, a random-access source of instances, its global batch share."""
 
   name: str
-  skeleton: Skeleton
+  schema: Schema
   source: Any  # len() and __getitem__ → instance dict (see vitpose_jax.data.coco.read_coco)
   batch_size: int
   transforms: tuple = ()  # grain Map / RandomMap transforms, applied in order
 
 
-def open_source(spec: Mapping[str, Any], skeleton: Skeleton, *, split: str = 'train',
+def open_source(spec: Mapping[str, Any], schema: Schema, *, split: str = 'train',
                 strict: bool = False, cache_dir: str | None = None):
-  """The random-access source of a data spec (DESIGN §3.4): its COCO-format files, found through
+  """The random-access source of a data spec (docs/design.md): its COCO-format files, found through
   the source registry (:mod:`vitpose_jax.data.sources`: ``coco``, ``synthetic``, ...) and packed
   into the cache on first use. DataError on a bad spec or bad files."""
   annotations, images = sources.files(spec, split, cache_dir=cache_dir)
-  packed = packing.packed_coco(annotations, images, skeleton, split=split, strict=strict,
+  packed = packing.packed_coco(annotations, images, schema, split=split, strict=strict,
                                cache_dir=cache_dir)
   return packed.source(split)
 

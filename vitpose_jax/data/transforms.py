@@ -34,7 +34,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 Sample = dict[str, Any]
 
@@ -208,7 +208,7 @@ class CentreJitter(grain.transforms.RandomMap):
 class RandomFlip(grain.transforms.RandomMap):
   """With ``flip_prob``, mirrors the sample horizontally (see :func:`flip_sample`)."""
 
-  def __init__(self, schema: Skeleton, config: AugmentConfig = AugmentConfig()):
+  def __init__(self, schema: Schema, config: AugmentConfig = AugmentConfig()):
     self.flip_index = schema.flip_index
     self.config = config
 
@@ -253,7 +253,7 @@ class HalfBody(grain.transforms.RandomMap):
   chosen keypoints leave the sample unchanged.
   """
 
-  def __init__(self, schema: Skeleton, image_size: tuple[int, int] = (256, 192),
+  def __init__(self, schema: Schema, image_size: tuple[int, int] = (256, 192),
                config: AugmentConfig = AugmentConfig()):
     self.upper = np.asarray(schema.upper_body_ids, np.int64)
     self.lower = np.asarray(schema.lower_body_ids, np.int64)
@@ -345,7 +345,7 @@ class ColorJitter(grain.transforms.RandomMap):
 
 
 def train_transforms(
-    schema: Skeleton, image_size: tuple[int, int] = (256, 192),
+    schema: Schema, image_size: tuple[int, int] = (256, 192),
     config: AugmentConfig = AugmentConfig(),
 ) -> list[grain.transforms.Map | grain.transforms.RandomMap]:
   """The training transforms in order, for ``MapDataset.seed(s).apply(...)``: centre jitter,
@@ -364,7 +364,7 @@ def train_transforms(
 
 
 def eval_transforms(
-    schema: Skeleton, image_size: tuple[int, int] = (256, 192)
+    schema: Schema, image_size: tuple[int, int] = (256, 192)
 ) -> list[grain.transforms.Map]:
   """The deterministic evaluation transforms: the crop at rotation 0, kept uint8 (the model
   normalises it).

@@ -1,7 +1,7 @@
 """Evaluator plug-ins, selected by ``config.evals`` entries with a ``type`` key.
 
 An evaluator runs a :class:`vitpose_jax.predict.Predictor` over one task's validation data and
-returns flat metrics named as DESIGN §3.5 (``<task>/AP``, ``<task>/PCK@0.2``, ...), including
+returns flat metrics named as in docs/design.md (``<task>/AP``, ``<task>/PCK@0.2``, ...), including
 ``<task>/box_source``: every reported AP says whether ground-truth or detector boxes were used.
 
 In a run of several processes every process calls the evaluators together: each loads and crops
@@ -30,7 +30,7 @@ from vitpose_jax.data import coco, pipeline, sources, transforms
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.data.images import read_image
 from vitpose_jax.evaluation import metrics
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 EVALUATORS: dict[str, type] = {}
 
@@ -147,7 +147,7 @@ class KeypointEvaluator:
 
   Args:
     task: the model task to evaluate.
-    data: a data spec (DESIGN §3.4) of any registered source kind
+    data: a data spec (docs/design.md) of any registered source kind
       (:mod:`vitpose_jax.data.sources`), read as its ``val`` split: e.g.
       ``dict(source='coco', annotations=, images=)`` or
       ``dict(source='synthetic', population=, num=, seed=)``.
@@ -181,10 +181,10 @@ class KeypointEvaluator:
     detections ``detections_skipped`` and ``detections_report`` (the detections file's
     :class:`~vitpose_jax.data.coco.SkipReport` summary), and ``skipped``, one line naming what
     the loader or the detections file skipped and why, when anything was (also logged)."""
-    skeleton: Skeleton = predictor.config.task(self.task).skeleton
+    schema: Schema = predictor.config.task(self.task).schema
     annotations, images = self._files()
     height, width = predictor.config.image_size
-    gt_records, loader = coco.read_coco(annotations, images, skeleton, aspect_ratio=width / height)
+    gt_records, loader = coco.read_coco(annotations, images, schema, aspect_ratio=width / height)
     prefix = f'{self.task}/'
     out: dict[str, Any] = {}
     skipped = []
@@ -200,7 +200,7 @@ class KeypointEvaluator:
       records = [{**r, 'box_score': np.float32(1.0)} for r in gt_records]
       box_source = 'ground truth'
       kept = {r['annotation_index'] for r in gt_records}
-      missed = [p for p in metrics.scored_annotations(annotations, skeleton) if p not in kept]
+      missed = [p for p in metrics.scored_annotations(annotations, schema) if p not in kept]
       out[f'{prefix}gt_missed_by_loader'] = len(missed)
       if loader.skipped:
         skipped.append(loader.summary())
@@ -219,13 +219,13 @@ class KeypointEvaluator:
                      'index': np.int64(i)})
     sizes = {r['image_path']: tuple(int(v) for v in r['image_size']) for r in gt_records}
     steps = [LoadImage(sizes),
-             *transforms.eval_transforms(skeleton, predictor.config.image_size)]
+             *transforms.eval_transforms(schema, predictor.config.image_size)]
     keypoints, index = [], []
     for batch, valid in pipeline.eval_batches(inputs, steps, batch_size):
       keypoints.append(predictor.keypoints(self.task, batch['image'], batch['center'],
                                            batch['scale'], batch['rotation']))
       index.append(np.where(np.arange(batch_size) < valid, batch['index'], -1))
-    keypoints = np.concatenate(keypoints) if keypoints else np.zeros((0, skeleton.num_keypoints, 3))
+    keypoints = np.concatenate(keypoints) if keypoints else np.zeros((0, schema.num_keypoints, 3))
     index = np.concatenate(index) if index else np.zeros(0, np.int64)
     if count > 1:
       keypoints = np.asarray(multihost_utils.process_allgather(keypoints)).reshape(
@@ -244,15 +244,15 @@ class KeypointEvaluator:
       })
     results = metrics.rescore(results)
     if self.detections:
-      results = metrics.nms_per_image(results, skeleton, self.nms_threshold,
+      results = metrics.nms_per_image(results, schema, self.nms_threshold,
                                       aspect_ratio=width / height)
     if self.results_out and jax.process_index() == 0:
       with open(self.results_out, 'w') as f:
         json.dump(results, f)
-    scorer = metrics.wholebody_metrics if skeleton.parts else metrics.coco_keypoint_metrics
-    out.update(scorer(annotations, results, skeleton, prefix=prefix))
+    scorer = metrics.wholebody_metrics if schema.parts else metrics.coco_keypoint_metrics
+    out.update(scorer(annotations, results, schema, prefix=prefix))
     if not self.detections:
-      out.update(metrics.pck_metrics(gt_records, results, skeleton, prefix=prefix))
+      out.update(metrics.pck_metrics(gt_records, results, schema, prefix=prefix))
     out[f'{prefix}box_source'] = box_source
     out[f'{prefix}instances'] = len(results)
     if skipped:

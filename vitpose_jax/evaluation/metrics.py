@@ -56,7 +56,7 @@ from vitpose_jax.data.coco import (
     image_indices,
     keypoint_categories,
 )
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 # COCOeval.stats[0..9] for iouType 'keypoints'.
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50', 'AR75', 'ARm', 'ARl')
@@ -103,7 +103,7 @@ def _usable_area(area: Any) -> bool:
     return False
 
 
-def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
+def _ground_truth(gt: GroundTruth, schema: Schema) -> _GroundTruth:
   if isinstance(gt, Mapping):
     data, source = gt, 'ground truth'
   else:
@@ -113,9 +113,9 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
   # Our ids in file order: then no id's value (0, negative, huge, a string) can change a score.
   image_ids = {image_id: i + 1 for image_id, i in image_indices(data['images'], source).items()}
   check_annotation_ids(data['annotations'], source)
-  categories = keypoint_categories(data, skeleton, source)
+  categories = keypoint_categories(data, schema, source)
   category_ids = {c: i + 1 for i, c in enumerate(categories.categories)}
-  k = skeleton.num_keypoints
+  k = schema.num_keypoints
   annotations, keypoints, positions = [], [], []
   counts = dict.fromkeys(('gt_instances', 'gt_area_estimated', 'gt_unknown_image'), 0)
   for position, ann in enumerate(data['annotations']):
@@ -133,7 +133,7 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
       kpts = np.zeros((k, 3))
     else:
       try:
-        kpts = annotation_keypoints(ann, skeleton, category.keypoint_names)
+        kpts = annotation_keypoints(ann, schema, category.keypoint_names)
       except ValueError as e:
         raise ValueError(f'{source}: annotation {ann_id}: {e}') from None
     bbox = [float(v) for v in np.asarray(ann.get('bbox', []), np.float64).reshape(-1)]
@@ -161,9 +161,9 @@ def _ground_truth(gt: GroundTruth, skeleton: Skeleton) -> _GroundTruth:
                       categories, image_ids, category_ids, positions, counts)
 
 
-def _result_keypoints(results: Results, skeleton: Skeleton) -> np.ndarray:
+def _result_keypoints(results: Results, schema: Schema) -> np.ndarray:
   """The results' keypoints as float64 (N, K, 3) [x, y, score]; ValueError on a bad result."""
-  k = skeleton.num_keypoints
+  k = schema.num_keypoints
   out = np.zeros((len(results), k, 3))
   for i, r in enumerate(results):
     if not isinstance(r, Mapping) or 'keypoints' not in r:
@@ -175,7 +175,7 @@ def _result_keypoints(results: Results, skeleton: Skeleton) -> np.ndarray:
                        f'{r["keypoints"]!r:.80}') from None
     if values.size != 3 * k:
       raise ResultsError(f'result {i} (image {r.get("image_id")!r}) holds {values.size} keypoint '
-                       f'values, expected {3 * k} for schema {skeleton.name}')
+                       f'values, expected {3 * k} for schema {schema.name}')
     out[i] = values.reshape(k, 3)
   return out
 
@@ -208,18 +208,18 @@ class _Detections:
   boxes: np.ndarray
 
 
-def _size_slice(skeleton: Skeleton) -> slice:
+def _size_slice(schema: Schema) -> slice:
   """The keypoints whose extent sizes a prediction: the body part where the schema has one, as
   xtcocotools sizes a COCO-WholeBody result by its ``keypoints`` field (the 17 body points),
   else all of them."""
-  for part, start, stop in skeleton.parts:
+  for part, start, stop in schema.parts:
     if part == 'body':
       return slice(start, stop)
   return slice(None)
 
 
-def _detections(truth: _GroundTruth, results: Results, skeleton: Skeleton) -> _Detections:
-  kpts, scores = _result_keypoints(results, skeleton), _result_scores(results)
+def _detections(truth: _GroundTruth, results: Results, schema: Schema) -> _Detections:
+  kpts, scores = _result_keypoints(results, schema), _result_scores(results)
   image_ids, category_ids = [], []
   for i, r in enumerate(results):
     if not isinstance(r.get('image_id'), Hashable) or r['image_id'] not in truth.image_ids:
@@ -237,7 +237,7 @@ def _detections(truth: _GroundTruth, results: Results, skeleton: Skeleton) -> _D
                          f'{truth.keypoint_categories.source}, whose keypoints are scored')
     category_ids.append(truth.category_ids[category])
   finite = np.isfinite(kpts).all(axis=(1, 2)) & np.isfinite(scores)
-  sizing = np.where(finite[:, None, None], kpts, 0.0)[:, _size_slice(skeleton), :2]
+  sizing = np.where(finite[:, None, None], kpts, 0.0)[:, _size_slice(schema), :2]
   low, high = sizing.min(1), sizing.max(1)
   wh = high - low
   return _Detections(kpts, scores, image_ids, category_ids, finite, wh[:, 0] * wh[:, 1],
@@ -285,23 +285,23 @@ def _oks_stats(gt: _GroundTruth, dets: _Detections, part: slice,
   return np.asarray(coco_eval.stats, np.float64)
 
 
-def _prepare(gt, results, skeleton) -> tuple[_GroundTruth, _Detections, dict[str, int]]:
-  truth = _ground_truth(gt, skeleton)
-  dets = _detections(truth, results, skeleton)
+def _prepare(gt, results, schema) -> tuple[_GroundTruth, _Detections, dict[str, int]]:
+  truth = _ground_truth(gt, schema)
+  dets = _detections(truth, results, schema)
   counts = dict(truth.counts, results_non_finite=int((~dets.finite).sum()))
   return truth, dets, counts
 
 
-def scored_annotations(gt: GroundTruth, skeleton: Skeleton) -> list[int]:
+def scored_annotations(gt: GroundTruth, schema: Schema) -> list[int]:
   """Positions in the GT's ``annotations`` of the instances COCO AP scores (each one a miss
   unless a result matches it): of the schema's keypoint categories, not crowd, on a listed
   image, with a labelled keypoint."""
-  truth = _ground_truth(gt, skeleton)
+  truth = _ground_truth(gt, schema)
   return [p for p, ann, kpts in zip(truth.positions, truth.annotations, truth.keypoints)
           if not ann['iscrowd'] and (kpts[:, 2] > 0).any()]
 
 
-def coco_keypoint_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton, *,
+def coco_keypoint_metrics(gt: GroundTruth, results: Results, schema: Schema, *,
                           prefix: str = '') -> dict[str, float]:
   """COCO OKS AP/AR of ``results`` against ``gt`` with the schema's sigmas, any K.
 
@@ -324,33 +324,33 @@ def coco_keypoint_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton,
   category_id is not one of the schema's keypoint categories, or that lacks a numeric score or
   holds the wrong number of keypoint values (both are ValueErrors).
   """
-  truth, dets, counts = _prepare(gt, results, skeleton)
-  stats = _oks_stats(truth, dets, slice(None), skeleton.sigmas)
+  truth, dets, counts = _prepare(gt, results, schema)
+  stats = _oks_stats(truth, dets, slice(None), schema.sigmas)
   out = {prefix + name: float(v) for name, v in zip(STAT_NAMES, stats)}
   out.update({prefix + name: n for name, n in counts.items()})
   return out
 
 
-def wholebody_metrics(gt: GroundTruth, results: Results, skeleton: Skeleton, *,
+def wholebody_metrics(gt: GroundTruth, results: Results, schema: Schema, *,
                       prefix: str = '') -> dict[str, float]:
   """Per-part and whole-body COCO OKS AP/AR, as mmpose's ``CocoWholeBodyMetric``.
 
-  Each part of ``skeleton.parts`` is evaluated on its slice of GT and predicted keypoints with its
+  Each part of ``schema.parts`` is evaluated on its slice of GT and predicted keypoints with its
   slice of sigmas; GT instances with no labelled point in the part are ignored for that part.
   A prediction's area (which decides APm/APl) is the extent of its body points, as xtcocotools
   and mmpose size it. Returns ``AP_<part>`` and ``AR_<part>`` for every part plus the whole-body
   ``STAT_NAMES`` (AP, AP50, …) and ``COUNT_NAMES``, all prefixed. Ids, counts and errors as
   :func:`coco_keypoint_metrics`.
   """
-  if not skeleton.parts:
-    raise ValueError(f'schema {skeleton.name} has no parts; use coco_keypoint_metrics')
-  truth, dets, counts = _prepare(gt, results, skeleton)
+  if not schema.parts:
+    raise ValueError(f'schema {schema.name} has no parts; use coco_keypoint_metrics')
+  truth, dets, counts = _prepare(gt, results, schema)
   out = {}
-  for part, start, stop in skeleton.parts:
-    stats = _oks_stats(truth, dets, slice(start, stop), skeleton.sigmas[start:stop])
+  for part, start, stop in schema.parts:
+    stats = _oks_stats(truth, dets, slice(start, stop), schema.sigmas[start:stop])
     out[f'{prefix}AP_{part}'] = float(stats[0])
     out[f'{prefix}AR_{part}'] = float(stats[5])
-  stats = _oks_stats(truth, dets, slice(None), skeleton.sigmas)
+  stats = _oks_stats(truth, dets, slice(None), schema.sigmas)
   out.update({prefix + name: float(v) for name, v in zip(STAT_NAMES, stats)})
   out.update({prefix + name: n for name, n in counts.items()})
   return out
@@ -385,23 +385,23 @@ def pck(pred: np.ndarray, gt: np.ndarray, bboxes: np.ndarray, *, threshold: floa
   return _pck_accuracy(pred, gt, bboxes[:, 2:].max(1), threshold)
 
 
-def pckh(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, *, threshold: float = 0.5) -> float:
-  """PCKh: PCK normalised by each instance's GT head segment (``skeleton.head_segment``) length.
+def pckh(pred: np.ndarray, gt: np.ndarray, schema: Schema, *, threshold: float = 0.5) -> float:
+  """PCKh: PCK normalised by each instance's GT head segment (``schema.head_segment``) length.
 
   pred (N, K, 2), gt (N, K, 3) [x, y, v]. Instances whose head segment has an unlabelled end (or
   zero length) are excluded, as mmpose excludes a zero normaliser.
   """
-  if skeleton.head_segment is None:
-    raise ValueError(f'schema {skeleton.name} has no head segment, so PCKh is undefined')
+  if schema.head_segment is None:
+    raise ValueError(f'schema {schema.name} has no head segment, so PCKh is undefined')
   pred, gt = _check_pred_gt(pred, gt)
-  a, b = (skeleton.index(n) for n in skeleton.head_segment)
+  a, b = (schema.index(n) for n in schema.head_segment)
   labelled = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)
   head = np.where(labelled, np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1), 0.0)
   return _pck_accuracy(pred, gt, head, threshold)
 
 
 def pck_metrics(records: Sequence[Mapping[str, Any]], results: Results,
-                skeleton: Skeleton, *, prefix: str = '', pck_threshold: float = 0.2,
+                schema: Schema, *, prefix: str = '', pck_threshold: float = 0.2,
                 pckh_threshold: float = 0.5) -> dict[str, float]:
   """``PCK@0.2`` and, where the schema has a head segment, ``PCKh@0.5`` (prefixed).
 
@@ -420,16 +420,16 @@ def pck_metrics(records: Sequence[Mapping[str, Any]], results: Results,
   if missing:
     raise ValueError(f'{len(missing)} GT instances have no result, e.g. {missing[:3]}')
   matched = [results[by_id[rec['instance_id']]] for rec in records]
-  pred = _result_keypoints(matched, skeleton)[..., :2]
-  k = skeleton.num_keypoints
+  pred = _result_keypoints(matched, schema)[..., :2]
+  k = schema.num_keypoints
   gt = np.concatenate([
       np.asarray([rec['keypoints'] for rec in records], np.float64).reshape(len(records), k, 2),
       np.asarray([rec['keypoints_visible'] for rec in records], np.float64).reshape(
           len(records), k, 1)], axis=2)
   bboxes = np.asarray([rec['bbox'] for rec in records], np.float64).reshape(len(records), 4)
   out = {f'{prefix}PCK@{pck_threshold:g}': pck(pred, gt, bboxes, threshold=pck_threshold)}
-  if skeleton.head_segment is not None:
-    out[f'{prefix}PCKh@{pckh_threshold:g}'] = pckh(pred, gt, skeleton, threshold=pckh_threshold)
+  if schema.head_segment is not None:
+    out[f'{prefix}PCKh@{pckh_threshold:g}'] = pckh(pred, gt, schema, threshold=pckh_threshold)
   return out
 
 
@@ -455,7 +455,7 @@ def _instance_area(result: Mapping[str, Any], keypoints: np.ndarray, aspect_rati
   return float((x1 - x0) * (y1 - y0))
 
 
-def oks_nms(results: Results, skeleton: Skeleton, *, threshold: float = 0.9,
+def oks_nms(results: Results, schema: Schema, *, threshold: float = 0.9,
             aspect_ratio: float = 0.75) -> list[int]:
   """Greedy OKS-NMS over one image's instances (mmpose ``oks_nms``, vis_thr None): indices kept,
   in the order kept. An instance is suppressed when its OKS with a kept one exceeds
@@ -471,11 +471,11 @@ def oks_nms(results: Results, skeleton: Skeleton, *, threshold: float = 0.9,
   """
   if not results:
     return []
-  kpts = _result_keypoints(results, skeleton)
+  kpts = _result_keypoints(results, schema)
   areas = np.array([_instance_area(r, k, aspect_ratio) for r, k in zip(results, kpts)])
   scores = _result_scores(results)
   scores = np.where(np.isfinite(scores), scores, -np.inf)
-  variances = (2 * np.asarray(skeleton.sigmas, np.float64)) ** 2
+  variances = (2 * np.asarray(schema.sigmas, np.float64)) ** 2
   # A stable ascending sort reversed: ties in reverse input order on any numpy and any length.
   # mmpose's default (unstable) argsort gives that order on its short test inputs.
   order = np.argsort(scores, kind='stable')[::-1]
@@ -490,7 +490,7 @@ def oks_nms(results: Results, skeleton: Skeleton, *, threshold: float = 0.9,
   return keep
 
 
-def nms_per_image(results: Results, skeleton: Skeleton, threshold: float = 0.9,
+def nms_per_image(results: Results, schema: Schema, threshold: float = 0.9,
                   *, aspect_ratio: float = 0.75) -> list[Mapping[str, Any]]:
   """:func:`oks_nms` within each ``image_id``: the kept results, images in order of first
   appearance and each image's results in the order :func:`oks_nms` kept them (mmpose writes
@@ -501,6 +501,6 @@ def nms_per_image(results: Results, skeleton: Skeleton, threshold: float = 0.9,
   kept = []
   for indices in by_image.values():
     group = [results[i] for i in indices]
-    kept += [group[j] for j in oks_nms(group, skeleton, threshold=threshold,
+    kept += [group[j] for j in oks_nms(group, schema, threshold=threshold,
                                        aspect_ratio=aspect_ratio)]
   return kept

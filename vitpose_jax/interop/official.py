@@ -1,5 +1,5 @@
 """Official ViTPose / ViTPose++ (mmpose layout), Hugging Face VitPose and MAE / timm ViT weights
-into our model (DESIGN §3.1 convert, §5).
+into our model (docs/design.md, *Model*).
 
 Every source is first renamed into the official mmpose layout (``backbone.blocks.{i}.attn.qkv``,
 ``keypoint_head.deconv_layers.{k}``, ...), then one mapper builds the model from it. The network's
@@ -330,15 +330,15 @@ def to_model(
 
   specs = []
   for t in tasks:
-    skeleton = skeletons.get(t.schema)
+    schema = skeletons.get(t.schema)
     head = task_heads.get(t.name)
-    if head and head[0].keypoints != skeleton.num_keypoints:
+    if head and head[0].keypoints != schema.num_keypoints:
       raise ConvertError(
-          f'{origin}: task {t.name!r} has schema {skeleton.name} with {skeleton.num_keypoints} '
+          f'{origin}: task {t.name!r} has schema {schema.name} with {schema.num_keypoints} '
           f'keypoints but the head of dataset index {t.index} ({head[1]}) has '
           f'{head[0].keypoints}')
     kind = head[0].kind if head else 'classic'
-    specs.append(models.TaskSpec(t.name, skeleton, experts[t.name], kind))
+    specs.append(models.TaskSpec(t.name, schema, experts[t.name], kind))
   classic = {h.channels for h, _ in task_heads.values() if h.kind == 'classic'}
   layers = {len(h.deconvs) for h, _ in task_heads.values() if h.kind == 'classic'}
   if len(classic) > 1 or len(layers) > 1:

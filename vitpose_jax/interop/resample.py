@@ -1,4 +1,4 @@
-"""Bicubic resampling with torch's semantics, in NumPy (DESIGN §5).
+"""Bicubic resampling with torch's semantics, in NumPy (docs/design.md).
 
 The official ViTPose loader resizes position embeddings with ``F.interpolate(mode='bicubic',
 align_corners=False)``: Keys' cubic kernel with a = −0.75, half-pixel centres, source coordinates

@@ -1,4 +1,4 @@
-"""The model's configuration: variants, tasks, and its ``model.json`` form (DESIGN §3.2, §5)."""
+"""The model's configuration: variants, tasks, and its ``model.json`` form (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vitpose_jax import codec, skeletons
-from vitpose_jax.skeletons import Skeleton
+from vitpose_jax.skeletons import Schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +56,13 @@ class TaskSpec:
   """One task's slice of the model: its schema, the expert it routes through, its head type."""
 
   name: str
-  skeleton: Skeleton
+  schema: Schema
   expert: int = 0
   head: str = 'classic'
 
   @property
   def num_keypoints(self) -> int:
-    return self.skeleton.num_keypoints
+    return self.schema.num_keypoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ModelConfig:
   every block's fc2 has ``width - P`` shared outputs and ``num_experts`` experts of P outputs,
   concatenated shared-first. ``image_size`` and ``heatmap_size`` are (H, W).
   ``num_knowledge_tokens`` (n) learnable tokens per task join the sequence after the patch
-  embedding and are dropped before the decoder (DESIGN §7); 0 (the default) means none.
+  embedding and are dropped before the decoder (docs/design.md); 0 (the default) means none.
   ``knowledge_source_width`` > 0 makes them another model's frozen tokens of that width (a
   distillation student's), mapped by a learned linear bridge (none when the widths match).
   ``attention``: 'xla' (XLA's einsum-softmax-einsum, every backend), 'cudnn' (cuDNN's fused
@@ -198,7 +198,7 @@ class ModelConfig:
     out['heatmap_size'] = list(self.heatmap_size)
     out['codec'] = self.codec.to_dict()
     out['tasks'] = {
-        t.name: {'schema': t.skeleton.to_dict(), 'expert': t.expert, 'head': t.head}
+        t.name: {'schema': t.schema.to_dict(), 'expert': t.expert, 'head': t.head}
         for t in self.tasks
     }
     return out
@@ -240,13 +240,13 @@ class ModelConfig:
       raise ModelConfigError(f'{source}: "tasks" must map task names to their schema and expert')
     tasks = []
     for name, spec in data['tasks'].items():
-      schema = spec.get('schema')
+      entry = spec.get('schema')
       try:
-        skeleton = (skeletons.skeleton_from_dict(schema, source=f'{source} tasks.{name}.schema')
-                    if isinstance(schema, Mapping) else skeletons.get(schema))
+        schema = (skeletons.schema_from_dict(entry, source=f'{source} tasks.{name}.schema')
+                    if isinstance(entry, Mapping) else skeletons.get(entry))
       except skeletons.SchemaError as e:
         raise ModelConfigError(str(e)) from None
-      tasks.append(TaskSpec(name, skeleton, int(spec.get('expert', 0)),
+      tasks.append(TaskSpec(name, schema, int(spec.get('expert', 0)),
                             spec.get('head', 'classic')))
     data['tasks'] = tuple(tasks)
     if 'image_size' in data:
@@ -342,7 +342,7 @@ def json_differences(old: Any, new: Any, path: str = '') -> list[str]:
 
 
 def make_tasks(
-    tasks: Mapping[str, str | Skeleton] | Sequence[str],
+    tasks: Mapping[str, str | Schema] | Sequence[str],
     *,
     head: str = 'classic',
 ) -> tuple[TaskSpec, ...]:
@@ -357,7 +357,7 @@ def make_tasks(
 
 def model_config(
     variant: str,
-    tasks: Mapping[str, str | Skeleton] | Sequence[str] | Sequence[TaskSpec],
+    tasks: Mapping[str, str | Schema] | Sequence[str] | Sequence[TaskSpec],
     *,
     factorized: bool = True,
     decoder: str = 'classic',

@@ -1,4 +1,4 @@
-"""Heatmap heads (DESIGN §5): the classic deconvolution decoder and the simple bilinear one.
+"""Heatmap heads (docs/design.md): the classic deconvolution decoder and the simple bilinear one.
 
 Input is the backbone's feature map (N, rows, cols, C); output heatmaps (N, 4·rows, 4·cols, K).
 """

@@ -1,9 +1,10 @@
-"""The multi-task pose model: one factorized ViT backbone, one heatmap head per task (DESIGN §3.3).
+"""The multi-task pose model: one factorized ViT backbone, one heatmap head per task.
 
-The model is called on a batch dict ``{task: images (n_t, H, W, 3)}`` and returns
-``({task: heatmaps (n_t, h, w, K_t)}, aux)`` with ``aux[task] = {'patch_tokens': (n_t, L, C),
-'feature_map': (n_t, rows, cols, C)}``. All tasks' samples go through the shared backbone in one
-pass; each task's expert and head see only that task's samples.
+The model is called on a batch dict ``{task: images (n_t, H, W, 3)}`` (docs/design.md,
+*Batches*) and returns ``({task: heatmaps (n_t, h, w, K_t)}, aux)`` with
+``aux[task] = {'patch_tokens': (n_t, L, C), 'feature_map': (n_t, rows, cols, C)}``. All tasks'
+samples go through the shared backbone in one pass; each task's expert and head see only that
+task's samples.
 """
 
 from __future__ import annotations

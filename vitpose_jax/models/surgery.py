@@ -96,7 +96,7 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
   loaded = ['backbone']
   for task in model.config.tasks:
     same = (task.name in source.config.task_names
-            and source.config.task(task.name).skeleton == task.skeleton)
+            and source.config.task(task.name).schema == task.schema)
     if same:
       old = source.config.task(task.name)
     elif task.name in expert_from:
@@ -112,7 +112,7 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
       loaded.append(f'{task.name} expert <- {old.name}')
       continue
     src_head, dst_head = src['heads'][old.name], dst['heads'][task.name]
-    if old.skeleton == task.skeleton:
+    if old.schema == task.schema:
       dst['heads'][task.name] = copy(src_head, dst_head, f'heads.{old.name}')
       loaded.append(task.name if old.name == task.name else f'{task.name} <- {old.name}')
     else:
@@ -121,11 +121,11 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
       for key in dst_head:
         if key != 'final_layer':
           dst_head[key] = copy(src_head[key], dst_head[key], f'heads.{old.name}.{key}')
-      pairs = skeletons.keypoint_mapping(old.skeleton, task.skeleton) if shared_keypoints else ()
+      pairs = skeletons.keypoint_mapping(old.schema, task.schema) if shared_keypoints else ()
       if pairs:
         dst_head['final_layer'] = _copy_channels(src_head['final_layer'],
                                                  dst_head['final_layer'], pairs)
-        loaded.append(f'{task.name} expert+decoder+{len(pairs)}/{task.skeleton.num_keypoints} '
+        loaded.append(f'{task.name} expert+decoder+{len(pairs)}/{task.schema.num_keypoints} '
                       f'keypoint channels <- {old.name}')
       else:
         loaded.append(f'{task.name} expert+decoder <- {old.name}')
@@ -153,7 +153,7 @@ def factorize(dense: VitPose, config: ModelConfig, *, seed: int = 0) -> VitPose:
   """A factorized model initialised from a dense one so that every task reproduces it.
 
   Every expert ← the last P output features of the dense fc2 and the shared fc2 ← the first C − P
-  (DESIGN §5); everything else is copied. Heads are copied for tasks the dense model also has
+  (docs/design.md); everything else is copied. Heads are copied for tasks the dense model also has
   (same keypoint count and head type); other heads keep their fresh initialisation.
   """
   if dense.config.factorized:

@@ -1,4 +1,4 @@
-"""The ViT backbone with ViTPose++'s knowledge-factorized MLP (DESIGN §5).
+"""The ViT backbone with ViTPose++'s knowledge-factorized MLP (docs/design.md).
 
 Shapes: images are (N, H, W, 3) channels-last; tokens (N, L, C) with L = rows × cols patch tokens in
 row-major order. A batch may hold several tasks' samples back to back; ``segments`` names them as

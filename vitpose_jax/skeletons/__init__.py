@@ -1,4 +1,4 @@
-"""Skeleton schemas as data: the record, the built-ins, a registry and user schemas from JSON.
+"""Keypoint schemas as data: the record, the built-ins, a registry and user schemas from JSON.
 
 >>> from vitpose_jax import skeletons
 >>> skeletons.get('coco17').num_keypoints
@@ -10,19 +10,19 @@ from vitpose_jax.skeletons.registry import get, names, register
 from vitpose_jax.skeletons.schema import (
     SchemaError,
     SchemaWarning,
-    Skeleton,
+    Schema,
     derive_flip_pairs,
     keypoint_mapping,
-    load_skeleton_json,
-    make_skeleton,
+    load_schema_json,
+    make_schema,
     match_keypoint_names,
-    skeleton_from_dict,
+    schema_from_dict,
     split_side,
     unpaired_side_names,
 )
 
 __all__ = [
-    'SchemaError', 'SchemaWarning', 'Skeleton', 'derive_flip_pairs', 'get', 'keypoint_mapping',
-    'load_skeleton_json', 'make_skeleton', 'match_keypoint_names', 'names', 'register',
-    'skeleton_from_dict', 'split_side', 'unpaired_side_names',
+    'SchemaError', 'SchemaWarning', 'Schema', 'derive_flip_pairs', 'get', 'keypoint_mapping',
+    'load_schema_json', 'make_schema', 'match_keypoint_names', 'names', 'register',
+    'schema_from_dict', 'split_side', 'unpaired_side_names',
 ]

@@ -14,7 +14,7 @@ import sys
 from vitpose_jax import skeletons
 
 
-def _describe(s: skeletons.Skeleton) -> str:
+def _describe(s: skeletons.Schema) -> str:
   lines = [
       f'{s.name}: {s.num_keypoints} keypoints, {len(s.flip_pairs)} flip pairs, '
       f'{len(s.links)} links',

@@ -1,4 +1,4 @@
-"""The built-in schemas (DESIGN §4).
+"""The built-in schemas (docs/design.md).
 
 Names, sigmas, joint weights and links follow the datasets' own metadata as mmpose publishes it
 (configs/_base_/datasets/*.py), renamed to snake_case where a dataset uses other spellings; the
@@ -7,7 +7,7 @@ dataset's own names are kept in ``source_names``.
 
 from __future__ import annotations
 
-from vitpose_jax.skeletons.schema import CENTRE_COLOR, Skeleton, make_skeleton
+from vitpose_jax.skeletons.schema import CENTRE_COLOR, Schema, make_schema
 
 COCO17_KEYPOINTS = (
     'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
@@ -34,8 +34,8 @@ COCO17_LOWER = tuple(range(11, 17))
 _COCO_NOTE = 'COCO keypoint OKS sigmas (cocodataset.org, as in pycocotools and mmpose coco.py).'
 
 
-def coco17() -> Skeleton:
-  return make_skeleton(
+def coco17() -> Schema:
+  return make_schema(
       'coco17', COCO17_KEYPOINTS, COCO17_SIGMAS,
       links=COCO17_LINKS, joint_weights=COCO17_JOINT_WEIGHTS,
       upper_body_ids=COCO17_UPPER, lower_body_ids=COCO17_LOWER, sigma_note=_COCO_NOTE,
@@ -92,7 +92,7 @@ def _hand_links(side: str):
   return links, colors
 
 
-def coco_wholebody133() -> Skeleton:
+def coco_wholebody133() -> Schema:
   face = tuple(f'face-{i}' for i in range(68))
   keypoints = COCO17_KEYPOINTS + _FOOT + face + _hand('left') + _hand('right')
   body_base = coco17()
@@ -122,7 +122,7 @@ def coco_wholebody133() -> Skeleton:
   hand_flips = [(91 + i, 112 + i) for i in range(21)]
   upper = list(COCO17_UPPER) + list(range(23, 133))
   lower = list(COCO17_LOWER) + list(range(17, 23))
-  return make_skeleton(
+  return make_schema(
       'coco_wholebody133', keypoints,
       COCO17_SIGMAS + _FOOT_SIGMAS + _FACE_SIGMAS + _HAND_SIGMAS * 2,
       flip_pairs=body_flips + foot_flips + face_flips + hand_flips,
@@ -170,9 +170,9 @@ def _weights_like_coco(keypoints) -> tuple[float, ...]:
   return tuple(coco.get(n, 1.0) for n in keypoints)
 
 
-def infant_smil25() -> Skeleton:
+def infant_smil25() -> Schema:
   names = tuple(n for n, _ in _INFANT)
-  return make_skeleton(
+  return make_schema(
       'infant_smil25', names, tuple(s for _, s in _INFANT),
       links=_INFANT_LINKS, joint_weights=_weights_like_coco(names),
       head_segment=('head', 'neck'), source_names=INFANT_SOURCE_NAMES,
@@ -199,9 +199,9 @@ _CHAIR_LINKS = (
 )
 
 
-def wheelchair23() -> Skeleton:
+def wheelchair23() -> Schema:
   names = COCO17_KEYPOINTS + tuple(n for n, _ in _CHAIR)
-  return make_skeleton(
+  return make_schema(
       'wheelchair23', names, COCO17_SIGMAS + tuple(s for _, s in _CHAIR),
       links=COCO17_LINKS + _CHAIR_LINKS, joint_weights=COCO17_JOINT_WEIGHTS + (1.0,) * 6,
       upper_body_ids=COCO17_UPPER, lower_body_ids=COCO17_LOWER + tuple(range(17, 23)),
@@ -213,10 +213,10 @@ def wheelchair23() -> Skeleton:
   )
 
 
-def aggpose21() -> Skeleton:
+def aggpose21() -> Schema:
   names = tuple(f'R{i}' for i in range(1, 10)) + tuple(f'L{i}' for i in range(1, 10)) + (
       'M1', 'M2', 'M3')
-  return make_skeleton(
+  return make_schema(
       'aggpose21', names, (0.05,) * 21, flip_pairs=[(i, i + 9) for i in range(9)],
       # Drawn in the centre colour, as before side initials (R1, L1) were read from names: a
       # run's model.json holds its schema's colours, and a changed built-in would differ from it.
@@ -233,8 +233,8 @@ _AIC = (
 )
 
 
-def aic14() -> Skeleton:
-  return make_skeleton(
+def aic14() -> Schema:
+  return make_schema(
       'aic14', _AIC,
       (.01388152, .01515228, .01057665, .01417709, .01497891, .01402144, .03909642, .03686941,
        .01981803, .03843971, .03412318, .02415081, .01291456, .01236173),
@@ -259,8 +259,8 @@ _MPII = (
 )
 
 
-def mpii16() -> Skeleton:
-  return make_skeleton(
+def mpii16() -> Schema:
+  return make_schema(
       'mpii16', _MPII,
       (.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072,
        .062),
@@ -300,19 +300,19 @@ _AP10K_SIGMAS = (
 )
 
 
-def _animal17(name: str, note: str) -> Skeleton:
-  return make_skeleton(
+def _animal17(name: str, note: str) -> Schema:
+  return make_schema(
       name, _AP10K, _AP10K_SIGMAS, links=_AP10K_LINKS, source_names=_AP10K_SOURCE,
       joint_weights=COCO17_JOINT_WEIGHTS, upper_body_ids=tuple(range(11)),
       lower_body_ids=tuple(range(11, 17)), sigma_note=note,
   )
 
 
-def ap10k17() -> Skeleton:
+def ap10k17() -> Schema:
   return _animal17('ap10k17', 'AP-10K sigmas (mmpose configs/_base_/datasets/ap10k.py).')
 
 
-def apt36k17() -> Skeleton:
+def apt36k17() -> Schema:
   return _animal17(
       'apt36k17', 'APT-36K uses the AP-10K keypoints and sigmas (official ViTPose apt36k configs).'
   )

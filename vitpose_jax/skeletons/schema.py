@@ -1,4 +1,4 @@
-"""The skeleton schema record: a keypoint set described entirely by data (DESIGN §4).
+"""The keypoint schema record: a keypoint set described entirely by data (docs/design.md).
 
 A schema says what a model's head predicts and how every other part of the codebase treats
 those keypoints: flip pairs for augmentation and flip testing, OKS sigmas for evaluation, links
@@ -38,7 +38,7 @@ _LOWER_BODY_TOKENS = frozenset(
 
 
 class SchemaError(ValueError):
-  """A skeleton schema is malformed. The message names the schema and the problem."""
+  """A keypoint schema is malformed. The message names the schema and the problem."""
 
 
 class SchemaWarning(UserWarning):
@@ -128,8 +128,8 @@ def derive_link_colors(links: Sequence[tuple[str, str]]) -> tuple[Color, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Skeleton:
-  """One keypoint schema. Construct with :func:`make_skeleton` (fills derivable fields) or directly.
+class Schema:
+  """One keypoint schema. Construct with :func:`make_schema` (fills derivable fields) or directly.
 
   Attributes:
     name: registry name, e.g. ``coco17``.
@@ -165,11 +165,11 @@ class Skeleton:
     self._validate()
 
   def _fail(self, problem: str):
-    raise SchemaError(f'skeleton {self.name!r}: {problem}')
+    raise SchemaError(f'schema {self.name!r}: {problem}')
 
   def _validate(self):
     if not isinstance(self.name, str) or not self.name:
-      raise SchemaError(f'skeleton {self.name!r}: name must be a non-empty string')
+      raise SchemaError(f'schema {self.name!r}: name must be a non-empty string')
     k = len(self.keypoints)
     if k == 0:
       self._fail('has no keypoints')
@@ -242,7 +242,7 @@ class Skeleton:
     try:
       return self.keypoints.index(keypoint)
     except ValueError:
-      raise SchemaError(f'skeleton {self.name!r} has no keypoint {keypoint!r}') from None
+      raise SchemaError(f'schema {self.name!r} has no keypoint {keypoint!r}') from None
 
   @property
   def link_indices(self) -> tuple[tuple[int, int], ...]:
@@ -253,11 +253,11 @@ class Skeleton:
       if part == name:
         return slice(start, stop)
     raise SchemaError(
-        f'skeleton {self.name!r} has no part {name!r} (parts: {[p[0] for p in self.parts]})'
+        f'schema {self.name!r} has no part {name!r} (parts: {[p[0] for p in self.parts]})'
     )
 
   def to_dict(self) -> dict[str, Any]:
-    """A JSON-ready dict holding every field; :func:`skeleton_from_dict` inverts it exactly."""
+    """A JSON-ready dict holding every field; :func:`schema_from_dict` inverts it exactly."""
     out = {}
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
@@ -271,7 +271,7 @@ def _to_lists(value):
   return value
 
 
-def make_skeleton(
+def make_schema(
     name: str,
     keypoints: Sequence[str],
     sigmas: Sequence[float],
@@ -287,8 +287,8 @@ def make_skeleton(
     head_segment: Sequence[int | str] | None = None,
     source_names: Sequence[str] | None = None,
     sigma_note: str = '',
-) -> Skeleton:
-  """Builds a validated :class:`Skeleton`, deriving what the caller leaves out.
+) -> Schema:
+  """Builds a validated :class:`Schema`, deriving what the caller leaves out.
 
   Flip pairs default to the left/right name pairs (:func:`derive_flip_pairs`), with a
   :class:`SchemaWarning` naming any side-marked keypoint left without a partner; explicit
@@ -303,10 +303,10 @@ def make_skeleton(
   def as_index(ref, what):
     if isinstance(ref, str):
       if ref not in index:
-        raise SchemaError(f'skeleton {name!r}: {what} names unknown keypoint {ref!r}')
+        raise SchemaError(f'schema {name!r}: {what} names unknown keypoint {ref!r}')
       return index[ref]
     if isinstance(ref, bool) or not isinstance(ref, int):
-      raise SchemaError(f'skeleton {name!r}: {what} holds {ref!r}, not a keypoint index or name')
+      raise SchemaError(f'schema {name!r}: {what} holds {ref!r}, not a keypoint index or name')
     return ref
 
   def as_name(ref, what):
@@ -314,13 +314,13 @@ def make_skeleton(
       return ref
     if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(keypoints):
       return keypoints[ref]
-    raise SchemaError(f'skeleton {name!r}: {what} holds {ref!r}, out of range or not a name')
+    raise SchemaError(f'schema {name!r}: {what} holds {ref!r}, out of range or not a name')
 
   def pairs(items, what):
     out = []
     for item in items:
       if len(item) != 2:
-        raise SchemaError(f'skeleton {name!r}: {what} entry {item!r} is not a pair')
+        raise SchemaError(f'schema {name!r}: {what} entry {item!r} is not a pair')
       out.append(tuple(item))
     return out
 
@@ -353,9 +353,9 @@ def make_skeleton(
   part_tuples = []
   for p in parts:
     if len(p) != 3:
-      raise SchemaError(f'skeleton {name!r}: part {p!r} is not (name, start, stop)')
+      raise SchemaError(f'schema {name!r}: part {p!r} is not (name, start, stop)')
     part_tuples.append((str(p[0]), int(p[1]), int(p[2])))
-  skeleton = Skeleton(
+  schema = Schema(
       name=name,
       keypoints=keypoints,
       sigmas=tuple(float(s) for s in sigmas),
@@ -384,40 +384,40 @@ def make_skeleton(
     # A flip then mirrors these points' positions without swapping their labels, which corrupts
     # every flipped training sample and the flip test; say so where the pairs are decided.
     warnings.warn(
-        f'skeleton {name!r}: keypoint(s) {", ".join(map(repr, unpaired))} carry a left/right '
+        f'schema {name!r}: keypoint(s) {", ".join(map(repr, unpaired))} carry a left/right '
         'marker but no other name mirrors them, so a horizontal flip keeps their labels; name '
         'both sides alike (LEye/REye, l_eye/r_eye, eye_L/eye_R, left_eye/right_eye) or list '
         'flip_pairs explicitly', SchemaWarning, stacklevel=2)
-  return skeleton
+  return schema
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(Skeleton))
+_FIELDS = tuple(f.name for f in dataclasses.fields(Schema))
 _REQUIRED = ('name', 'keypoints', 'sigmas')
 
 
-def skeleton_from_dict(data: Mapping[str, Any], *, source: str = '') -> Skeleton:
-  """Builds a skeleton from its JSON form; unknown or missing fields are errors naming them."""
+def schema_from_dict(data: Mapping[str, Any], *, source: str = '') -> Schema:
+  """Builds a schema from its JSON form; unknown or missing fields are errors naming them."""
   where = f'{source}: ' if source else ''
   if not isinstance(data, Mapping):
-    raise SchemaError(f'{where}a skeleton must be a JSON object, got {type(data).__name__}')
+    raise SchemaError(f'{where}a schema must be a JSON object, got {type(data).__name__}')
   unknown = sorted(set(data) - set(_FIELDS))
   if unknown:
     raise SchemaError(
-        f'{where}skeleton {data.get("name")!r}: unknown field(s) {unknown} '
+        f'{where}schema {data.get("name")!r}: unknown field(s) {unknown} '
         f'(known: {", ".join(_FIELDS)})'
     )
   missing = [f for f in _REQUIRED if f not in data]
   if missing:
-    raise SchemaError(f'{where}skeleton {data.get("name")!r}: missing field(s) {missing}')
+    raise SchemaError(f'{where}schema {data.get("name")!r}: missing field(s) {missing}')
   try:
-    return make_skeleton(**data)
+    return make_schema(**data)
   except SchemaError as e:
     raise SchemaError(f'{where}{e}') from None
   except (TypeError, ValueError) as e:
-    raise SchemaError(f'{where}skeleton {data.get("name")!r}: {e}') from None
+    raise SchemaError(f'{where}schema {data.get("name")!r}: {e}') from None
 
 
-def load_skeleton_json(path: str | os.PathLike[str]) -> Skeleton:
+def load_schema_json(path: str | os.PathLike[str]) -> Schema:
   """Reads a user schema from a JSON file (the format ``python -m vitpose_jax.skeletons NAME
   --json`` prints)."""
   path = os.fspath(path)
@@ -425,13 +425,13 @@ def load_skeleton_json(path: str | os.PathLike[str]) -> Skeleton:
     with open(path) as f:
       data = json.load(f)
   except FileNotFoundError:
-    raise SchemaError(f'{path}: skeleton file not found') from None
+    raise SchemaError(f'{path}: schema file not found') from None
   except json.JSONDecodeError as e:
     raise SchemaError(f'{path}: not valid JSON ({e})') from None
-  return skeleton_from_dict(data, source=path)
+  return schema_from_dict(data, source=path)
 
 
-def keypoint_mapping(src: Skeleton, dst: Skeleton) -> tuple[tuple[int, int], ...]:
+def keypoint_mapping(src: Schema, dst: Schema) -> tuple[tuple[int, int], ...]:
   """Index pairs (i_src, i_dst) of the keypoints both schemas name alike, in ``src`` order.
 
   This is how labels of one schema supervise or evaluate another (e.g. infant ↔ COCO-17 share
@@ -450,7 +450,7 @@ _SYNONYMS = {
 }
 
 
-def match_keypoint_names(names: Sequence[str], skeleton: Skeleton) -> tuple[int | None, ...]:
+def match_keypoint_names(names: Sequence[str], schema: Schema) -> tuple[int | None, ...]:
   """For each of a file's keypoint names, the index of the schema keypoint it names, or None.
 
   A name matches a schema keypoint, or failing that its ``source_names`` entry:
@@ -475,7 +475,7 @@ def match_keypoint_names(names: Sequence[str], skeleton: Skeleton) -> tuple[int 
   # (infant_smil25: 'left-shoulder' is its left_shoulder, SMIL's 'leftShoulder' its left_collar)
   # goes to the schema's.
   tiers = []
-  for spellings in (skeleton.keypoints, skeleton.source_names or ()):
+  for spellings in (schema.keypoints, schema.source_names or ()):
     loose: dict[tuple, set[int]] = collections.defaultdict(set)
     for i, n in enumerate(spellings):
       loose[split_side(n)].add(i)
@@ -495,6 +495,6 @@ def match_keypoint_names(names: Sequence[str], skeleton: Skeleton) -> tuple[int 
     if index is not None:
       if index in claimed:
         raise ValueError(f'keypoint names {claimed[index]!r} and {name!r} both match keypoint '
-                         f'{skeleton.keypoints[index]!r} of schema {skeleton.name}')
+                         f'{schema.keypoints[index]!r} of schema {schema.name}')
       claimed[index] = name
   return tuple(out)

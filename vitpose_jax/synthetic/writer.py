@@ -56,7 +56,7 @@ def _flat(table: np.ndarray) -> list[float]:
   return out
 
 
-def _annotation(inst: Instance, schema: skeletons.Skeleton, ann_id: int, image_id: int) -> dict:
+def _annotation(inst: Instance, schema: skeletons.Schema, ann_id: int, image_id: int) -> dict:
   rows, cols = ndimage.find_objects(inst.mask.astype(np.int32))[0]
   # COCO polygons cannot hold holes, so the area is that of the filled silhouette the polygons
   # describe (the gaps between wheel spokes count as the wheelchair's).
