@@ -164,6 +164,7 @@ def test_the_codec_record_checks_its_fields_and_round_trips():
 def test_encode_uses_the_records_sigma():
   keypoints = np.array([[96.0, 128.0, 1.0]], np.float32)
   for sigma in (1.0, 3.0):
-    heatmaps, _ = codec.UDPHeatmap(IMAGE, HEATMAP, sigma=sigma).encode(keypoints)
+    heatmaps, _ = codec.UDPHeatmap(IMAGE, HEATMAP, sigma=sigma).encode(keypoints[:, :2],
+                                                                    keypoints[:, 2])
     want, _ = mmpose_udp(keypoints, sigma=sigma)
     np.testing.assert_allclose(heatmaps, want, atol=1e-6)
