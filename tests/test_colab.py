@@ -83,6 +83,7 @@ def test_install_cell_asks_for_the_repository_url(path, monkeypatch):
     exec(compile(_code(_read(path))[0].source, f'{path.name}[install]', 'exec'), {})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, cache, tmp_path):
   nb = _read(path)

@@ -20,6 +20,7 @@ def _config(arg, **values):
   return configlib.override(config, values)
 
 
+@pytest.mark.slow
 def test_stage_one_trains_only_the_tokens_and_keeps_every_teacher_weight_and_statistic(
     cache, tmp_path):
   teacher = randomize(models.create_model(models.model_config(
@@ -79,6 +80,7 @@ def test_heatmap_distillation_is_zero_on_the_teachers_heatmaps_and_never_moves_t
   assert np.abs(grad_student).max() > 0 and np.abs(grad_teacher).max() == 0
 
 
+@pytest.mark.slow
 def test_stage_two_keeps_the_teachers_tokens_frozen_and_trains_the_bridge(cache, tmp_path):
   tasks = {'coco': 'coco17', 'infant': 'infant_smil25'}
   teacher_cfg = models.model_config('micro', tasks)

@@ -114,6 +114,7 @@ def _config(**overrides):
   return configlib.override(config, {**base, **overrides})
 
 
+@pytest.mark.slow
 def test_a_run_refuses_another_model_before_writing_and_resumes_the_same_one(cache, tmp_path,
                                                                             capsys):
   workdir = str(tmp_path / 'run')

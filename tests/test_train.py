@@ -104,6 +104,7 @@ def _losses(devices, workdir, cache):
   return [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith('step ')]
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_losses(cache, tmp_path):
   one = _losses(1, str(tmp_path / 'one'), cache)
   eight = _losses(8, str(tmp_path / 'eight'), cache)
@@ -125,6 +126,7 @@ def _params(workdir):
   return step, [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_step_reached_and_resuming_matches_a_straight_run(cache, tmp_path):
   env = {**os.environ, 'VITPOSE_JAX_CACHE': cache}
   flags = ['--config.total_steps=8', '--config.checkpoint.every_steps=100', '--config.evals={}',
@@ -177,6 +179,7 @@ def _two_processes(flags, workdir, cache):
       for i in range(2)]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, tmp_path):
   flags = _TWO_FLAGS + ['--config.total_steps=3']
 
@@ -196,6 +199,7 @@ def test_two_processes_give_the_losses_of_one_process_with_four_devices(cache, t
   assert {'coco/AP', 'infant/AP', 'mean/AP'} <= set(metrics) and metrics['step'] == 3
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(cache, tmp_path):
   flags = _TWO_FLAGS + ['--config.total_steps=40', '--config.evals={}',
                         '--config.checkpoint.every_steps=100']
