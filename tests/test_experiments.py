@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,29 @@ def test_pretraining_resumes_and_ships_a_run_directory_with_its_provenance(tmp_p
   model, step = checkpoint.load_model(str(shipped))
   assert step == record['step'] and model.config.task_names == ('coco', 'wholebody')
   assert sorted(os.listdir(shipped / 'checkpoints')) == [str(step)]
+
+
+@pytest.mark.slow
+def test_metric_fetch_benchmark_times_both_fetch_intervals_on_one_step():
+  out = subprocess.run(
+      [sys.executable, str(ROOT / 'experiments/bench/metric_fetch.py'), '--arg',
+       'runlocal,variant=nano', '--every', '2', '--steps', '4', '--rounds', '1', '--warmup', '1'],
+      check=True, capture_output=True, text=True).stdout
+  rates = {int(m[1]): float(m[2]) for m in
+           re.finditer(r'metrics fetched every +(\d+) step\(s\): +([\d.]+) steps/s', out)}
+  assert set(rates) == {1, 2} and min(rates.values()) > 0
+  ratio = float(re.search(r'ratio \(every 2 / every 1\): ([\d.]+)', out)[1])
+  assert abs(ratio - rates[2] / rates[1]) < 0.01
+
+
+@pytest.mark.slow
+def test_evaluation_benchmark_scores_alike_on_one_and_two_devices(tmp_path):
+  subprocess.run(
+      [sys.executable, str(ROOT / 'experiments/bench/evaluation.py'), '--num', '8', '--batch',
+       '4', '--devices', '1,2', '--cache', str(tmp_path / 'cache'), '--out', str(tmp_path)],
+      check=True, capture_output=True, text=True)
+  runs = json.loads((tmp_path / 'results.json').read_text())['runs']
+  assert [r['devices'] for r in runs] == [1, 2]
+  for r in runs:
+    assert r['instances'] == 8 and r['first_s'] > 0 and r['repeated_s'] > 0
+    assert r['first_AP'] == r['repeated_AP'] == r['recompiled_AP'] == runs[0]['first_AP']

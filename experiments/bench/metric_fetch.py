@@ -41,7 +41,8 @@ def random_batch(config, mcfg: models.ModelConfig, seed: int = 0) -> dict:
     n, k = t.batch_size, mcfg.task(name).num_keypoints
     xy = rng.uniform(0, 1, (n, k, 2)) * np.array([w - 1, h - 1])
     batch[name] = {'image': rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-                   'keypoints': np.concatenate([xy, np.ones((n, k, 1))], -1).astype(np.float32)}
+                   'keypoints': xy.astype(np.float32),
+                   'keypoint_weights': np.ones((n, k), np.float32)}
   return batch
 
 

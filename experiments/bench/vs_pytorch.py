@@ -133,7 +133,8 @@ def random_batch(mcfg: models.ModelConfig, counts: dict[str, int], seed: int = 0
     k = mcfg.task(name).num_keypoints
     xy = rng.uniform(0, 1, (n, k, 2)) * np.array([w - 1, h - 1])
     batch[name] = {'image': rng.standard_normal((n, h, w, 3)).astype(np.float32),
-                   'keypoints': np.concatenate([xy, np.ones((n, k, 1))], -1).astype(np.float32)}
+                   'keypoints': xy.astype(np.float32),
+                   'keypoint_weights': np.ones((n, k), np.float32)}
   return batch
 
 
