@@ -21,6 +21,13 @@ def command_line(script: str) -> str:
                               [os.path.relpath(script, ROOT)] + sys.argv[1:])
 
 
+def config_module(name: str):
+  """The module of configs/NAME.py (its constants: data populations, the source model, ...)."""
+  from vitpose_jax import configlib
+
+  return configlib.sibling_config(os.path.join(ROOT, 'configs', 'x.py'), name)
+
+
 def config(name: str, arg: str, overrides: Mapping):
   """configs/NAME.py:ARG with dotted-key ``overrides``; short runs keep a warm-up that fits."""
   from vitpose_jax import configlib

@@ -26,6 +26,8 @@ MODEL_ITEM = 'model'
 OPT_STATE_ITEM = 'opt_state'
 TRAIN_ITEM = 'train'  # step counter and rng key data
 DATA_ITEM = 'data'  # the grain iterator's state, JSON
+# A mean-teacher run's EMA teacher (parameters and BatchNorm statistics, as pure dicts).
+TEACHER_ITEM = 'teacher'
 
 
 class CheckpointError(ValueError):
@@ -62,7 +64,8 @@ class TrainCheckpoints:
   for the last save.
 
   ``state`` is the trainer's dict: ``params`` and ``batch_stats`` (NNX states of ``graphdef``),
-  ``opt_state``, ``step`` (int32 scalar) and ``rng`` (key data).
+  ``opt_state``, ``step`` (int32 scalar) and ``rng`` (key data); a mean-teacher run adds
+  ``teacher`` (``{'params', 'batch_stats'}`` of the same graph), saved as the ``teacher`` item.
   """
 
   def __init__(self, workdir: str, graphdef, *, keep: int, best_metric: str = ''):
@@ -104,12 +107,16 @@ class TrainCheckpoints:
       if value is not None:
         record.update(metric=self.best_metric, value=float(value))
     new_best = self.is_new_best(step, value)
-    self.mngr.save(step, args=ocp.args.Composite(**{
+    items = {
         MODEL_ITEM: ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(net))),
         OPT_STATE_ITEM: ocp.args.StandardSave(state['opt_state']),
         TRAIN_ITEM: ocp.args.StandardSave({'step': state['step'], 'rng': state['rng']}),
         DATA_ITEM: ocp.args.JsonSave(data_state),
-    }), metrics=record, force=True)
+    }
+    if 'teacher' in state:
+      items[TEACHER_ITEM] = ocp.args.StandardSave(
+          {k: nnx.to_pure_dict(v) for k, v in state['teacher'].items()})
+    self.mngr.save(step, args=ocp.args.Composite(**items), metrics=record, force=True)
     if new_best:
       self.best = record
       # best.json names only a step whose files are complete.
@@ -125,21 +132,30 @@ class TrainCheckpoints:
     net = nnx.merge(self.graphdef, state['params'], state['batch_stats'])
     model_like = nnx.to_pure_dict(nnx.state(net))
     sharding = state['step'].sharding
-    restored = self.mngr.restore(step, args=ocp.args.Composite(**{
+    items = {
         MODEL_ITEM: ocp.args.StandardRestore(jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), model_like)),
         OPT_STATE_ITEM: ocp.args.StandardRestore(abstract['opt_state']),
         TRAIN_ITEM: ocp.args.StandardRestore({'step': abstract['step'], 'rng': abstract['rng']}),
         DATA_ITEM: ocp.args.JsonRestore(),
-    }))
+    }
+    if 'teacher' in state:
+      items[TEACHER_ITEM] = ocp.args.StandardRestore(
+          {k: nnx.to_pure_dict(v) for k, v in abstract['teacher'].items()})
+    restored = self.mngr.restore(step, args=ocp.args.Composite(**items))
     net_state = nnx.state(net)
     nnx.replace_by_pure_dict(net_state, restored[MODEL_ITEM])
     nnx.update(net, net_state)
     _, params, batch_stats = nnx.split(net, nnx.Param, nnx.BatchStat)
-    state = {'params': params, 'batch_stats': batch_stats,
-             'opt_state': restored[OPT_STATE_ITEM], 'step': restored[TRAIN_ITEM]['step'],
-             'rng': restored[TRAIN_ITEM]['rng']}
-    return state, restored[DATA_ITEM]
+    new_state = {'params': params, 'batch_stats': batch_stats,
+                 'opt_state': restored[OPT_STATE_ITEM], 'step': restored[TRAIN_ITEM]['step'],
+                 'rng': restored[TRAIN_ITEM]['rng']}
+    if 'teacher' in state:
+      teacher = jax.tree.map(lambda x: x, state['teacher'])
+      for k, v in teacher.items():
+        nnx.replace_by_pure_dict(v, restored[TEACHER_ITEM][k])
+      new_state['teacher'] = teacher
+    return new_state, restored[DATA_ITEM]
 
   def wait(self):
     """Blocks until the last save is complete on disk."""

@@ -36,11 +36,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
+from vitpose_jax.adapt import meanteacher
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
 
 _DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights')
+# A mean-teacher target task's batches add the teacher's view and the student's mask
+# (transforms.TwoViews).
+_VIEW_KEYS = ('image_weak', 'view_transform', 'view_flip', 'mask_distance', 'mask_weight')
+METHODS = ('', 'meanteacher')
 
 
 class TrainingError(RuntimeError):
@@ -154,6 +159,55 @@ def _check_test_seeds(config):
                             'checkpoint selection or tuning')
 
 
+def labelled_tasks(config: ml_collections.ConfigDict) -> set[str]:
+  """The tasks whose training data has labels (a data spec's ``labels``, default True): only
+  they have a supervised loss."""
+  return {name for name, t in config.tasks.items() if data_sources.has_labels(t.train)}
+
+
+def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
+  """The run's :class:`vitpose_jax.adapt.meanteacher.MeanTeacher` (``config.adapt``), or None;
+  TrainingError for an unknown method, a target that is not a task, or an unlabeled task that
+  nothing would train."""
+  adapt = config.get('adapt') or ml_collections.ConfigDict({'method': ''})
+  unlabelled = sorted(set(config.tasks) - labelled_tasks(config))
+  if adapt.method not in METHODS:
+    raise TrainingError(f'config.adapt.method {adapt.method!r} is not one of '
+                        f'{", ".join(repr(m) for m in METHODS)}')
+  if not adapt.method:
+    if unlabelled:
+      raise TrainingError(f'tasks {unlabelled} have labels=False training data but '
+                          'config.adapt.method is empty: no loss would train them (use '
+                          'configs/adapt.py:method=meanteacher)')
+    return None
+  from vitpose_jax.adapt import meanteacher
+
+  if adapt.target not in config.tasks:
+    raise TrainingError(f'config.adapt.target {adapt.target!r} is not a task '
+                        f'({", ".join(config.tasks)})')
+  others = [t for t in unlabelled if t != adapt.target]
+  if others:
+    raise TrainingError(f'tasks {others} have labels=False training data but only '
+                        f'config.adapt.target ({adapt.target}) is trained without labels')
+  schema = mcfg.task(adapt.target).schema
+  prior = None
+  if adapt.prior.weight:
+    from vitpose_jax.adapt import prior as prior_lib
+
+    if adapt.prior.get('poses') is None:
+      raise TrainingError('config.adapt.prior.weight is set but config.adapt.prior.poses (a data '
+                          'spec of target-schema poses) is not')
+    prior = prior_lib.pose_prior_from_spec(adapt.prior.poses.to_dict(), schema,
+                                           components=adapt.prior.components, seed=config.seed)
+    if jax.process_index() == 0:
+      print(f'pose prior: {prior.describe()}', flush=True)
+  return meanteacher.MeanTeacher(
+      target=adapt.target, decay=adapt.ema_decay, threshold=adapt.confidence,
+      consistency_weight=adapt.consistency_weight, flip_index=tuple(schema.flip_index),
+      input_size=mcfg.image_size, heatmap_size=mcfg.heatmap_size, beta=adapt.soft_argmax_beta,
+      prior=prior, prior_weight=adapt.prior.weight, silhouette_weight=adapt.silhouette_weight)
+
+
 def _sources(config, split_key: str):
   # Every task's train and val files at once: a generated kind makes them in parallel.
   data_sources.prepare([(t[k].to_dict(), k) for t in config.tasks.values()
@@ -212,6 +266,10 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
           raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
         spec.data = ml_collections.ConfigDict(config.tasks[task].val.to_dict())
       data = spec.data
+      if not data_sources.has_labels(data):
+        raise TrainingError(f'evals.{name}: its data has labels=False; evaluation needs labels '
+                            f'(give evals.{name}.data, or tasks.{spec.get("task", name)}.val, '
+                            'labelled data)')
       if (config.checkpoint.get('best_metric') and data.get('source') == 'synthetic'
           and int(data.get('seed', 0)) >= TEST_SEED_START):
         raise TrainingError(f'evals.{name}: synthetic seed {data.seed} is a test seed (>= '
@@ -367,15 +425,21 @@ class _Stop:
 def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   """``(iterator, sources)``: the checkpointable iterator over this process's share of the
   training batches (one stream per task with the training transforms, zipped) and each task's
-  training source."""
+  training source. A mean-teacher run's target task gets two views of each crop
+  (:class:`transforms.TwoViews`, ``config.adapt.weak_augment`` and ``strong_augment``)."""
   sources = _sources(config, 'train')
   augment = transforms.AugmentConfig(**config.data.get('augment', {}))
+  adapt = config.get('adapt') or {}
   tasks = []
   for name, t in config.tasks.items():
     schema = mcfg.task(name).schema
-    tasks.append(pipeline.TaskData(
-        name, schema, sources[name], t.batch_size,
-        tuple(transforms.train_transforms(schema, mcfg.image_size, augment))))
+    if adapt.get('method') == 'meanteacher' and name == adapt.target:
+      steps = (transforms.TwoViews(
+          schema, mcfg.image_size, weak=transforms.AugmentConfig(**adapt.weak_augment),
+          strong=transforms.AugmentConfig(**adapt.strong_augment)),)
+    else:
+      steps = tuple(transforms.train_transforms(schema, mcfg.image_size, augment))
+    tasks.append(pipeline.TaskData(name, schema, sources[name], t.batch_size, steps))
   dataset = pipeline.train_dataset(tasks, seed=config.seed, process_index=jax.process_index(),
                                    process_count=jax.process_count())
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers,
@@ -386,10 +450,11 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
 
 
 def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sharding) -> dict:
-  """A host batch as the step takes it: each task's images, keypoints and keypoint weights as
-  global arrays (batch axis over ``sharding``) made from this process's share."""
+  """A host batch as the step takes it: each task's images, keypoints and keypoint weights (and
+  a mean-teacher target's second view and mask) as global arrays (batch axis over ``sharding``)
+  made from this process's share."""
   return {t: {k: jax.make_array_from_process_local_data(sharding, np.asarray(b[k]))
-              for k in _DEVICE_KEYS} for t, b in batch.items()}
+              for k in (*_DEVICE_KEYS, *_VIEW_KEYS) if k in b} for t, b in batch.items()}
 
 
 def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, params, *,
@@ -411,32 +476,50 @@ def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.Model
   return tx, lr_schedule
 
 
-def init_state(params, batch_stats, tx: optax.GradientTransformation, seed: int) -> dict:
+def init_state(params, batch_stats, tx: optax.GradientTransformation, seed: int, *,
+               teacher: bool = False) -> dict:
   """The training state the step carries: parameters, BatchNorm statistics, optimizer state,
-  step counter and rng key data."""
-  return {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
-          'step': jnp.zeros((), jnp.int32), 'rng': jax.random.key_data(jax.random.key(seed))}
+  step counter and rng key data; with ``teacher``, a mean teacher's copy of the parameters and
+  statistics (``teacher``: ``{'params', 'batch_stats'}``), which starts as the student."""
+  state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
+           'step': jnp.zeros((), jnp.int32), 'rng': jax.random.key_data(jax.random.key(seed))}
+  if teacher:
+    state['teacher'] = jax.tree.map(jnp.copy, {'params': params, 'batch_stats': batch_stats})
+  return state
 
 
 def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, graphdef,
                     tx: optax.GradientTransformation, lr_schedule: optax.Schedule, *,
-                    sharding: jax.sharding.Sharding, teacher_graphdef=None):
+                    sharding: jax.sharding.Sharding, teacher_graphdef=None,
+                    mean_teacher=None, labelled: set[str] | None = None):
   """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
   (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
-  ``{task: {'image', 'keypoints', 'keypoint_weights'}}``; ``teacher_state`` is None without
-  heatmap distillation."""
+  ``{task: {'image', 'keypoints', 'keypoint_weights'}}`` (a mean-teacher target adds the
+  :class:`transforms.TwoViews` keys); ``teacher_state`` is None without heatmap distillation.
+
+  Only the ``labelled`` tasks (default: all) have a supervised loss. With ``mean_teacher`` (a
+  :class:`vitpose_jax.adapt.meanteacher.MeanTeacher`), the EMA teacher in ``state['teacher']``
+  runs in inference mode on the target's weak views, the student's strong views learn its mapped
+  heatmaps (plus the prior and silhouette terms), and the teacher then moves toward the updated
+  student."""
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   joint_weights = {t.name: jnp.asarray(t.schema.joint_weights) for t in mcfg.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
+  labelled = set(config.tasks) if labelled is None else set(labelled)
 
   def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
     images = {t: b['image'] for t, b in batch.items()}
     if teacher_state is not None:
       teacher_heatmaps, _ = nnx.merge(teacher_graphdef, teacher_state)(images)
+    if mean_teacher is not None:
+      target = mean_teacher.target
+      ema = nnx.merge(graphdef, state['teacher']['params'], state['teacher']['batch_stats'])
+      weak, _ = ema({target: batch[target]['image_weak']})
+      pseudo = mean_teacher.teacher_targets(weak[target], batch[target])
 
     def loss_fn(params, batch_stats):
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
@@ -445,9 +528,16 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       heatmaps, _ = net(images, train=train_mode, rng=step_rng)
       losses = {}
       for t, b in batch.items():
+        if t not in labelled:
+          continue
         target, weight = mcfg.codec.encode(b['keypoints'], b['keypoint_weights'])
         losses[t] = codec.joints_mse(heatmaps[t], target, weight, joint_weights[t])
       total = sum(loss_weights[t] * losses[t] for t in losses)
+      if mean_teacher is not None:
+        t = mean_teacher.target
+        unsupervised, terms = mean_teacher.losses(heatmaps[t], pseudo, batch[t], joint_weights[t])
+        total += loss_weights[t] * unsupervised
+        losses.update({f'{t}_{k}': v for k, v in terms.items()})
       if teacher_state is not None:
         for t in batch:
           losses[f'{t}_kd'] = codec.heatmap_distillation(heatmaps[t], teacher_heatmaps[t])
@@ -464,6 +554,9 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
     metrics.update({f'train/{t}_loss': v for t, v in losses.items()})
     new_state = {'params': params, 'batch_stats': stats, 'opt_state': opt_state,
                  'step': state['step'] + 1, 'rng': jax.random.key_data(rng)}
+    if mean_teacher is not None:
+      new_state['teacher'] = meanteacher.ema_update(
+          state['teacher'], {'params': params, 'batch_stats': stats}, mean_teacher.decay)
     return new_state, metrics
 
   # One sharding stands for every leaf of both outputs.
@@ -629,6 +722,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = resolve_evals(config)
   os.makedirs(workdir, exist_ok=True)
   mcfg = model_config_from_training(config)
+  mean_teacher = _mean_teacher(config, mcfg)
   check_run_directory(workdir, mcfg)
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ('data',))
@@ -656,12 +750,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   tx, lr_schedule = optimizer_and_schedule(config, mcfg, params, total_steps=total_steps,
                                            steps_per_epoch=steps_per_epoch)
-  state = jax.device_put(init_state(params, batch_stats, tx, config.seed), replicated)
+  state = jax.device_put(init_state(params, batch_stats, tx, config.seed,
+                                    teacher=mean_teacher is not None), replicated)
   teacher_state = jax.device_put(teacher_state, replicated)
   if config.get('trainable', 'all') == 'tokens' and not mcfg.num_knowledge_tokens:
     raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
   step_fn = make_train_step(config, mcfg, graphdef, tx, lr_schedule, sharding=replicated,
-                            teacher_graphdef=teacher_graphdef)
+                            teacher_graphdef=teacher_graphdef, mean_teacher=mean_teacher,
+                            labelled=labelled_tasks(config))
 
   # Run directory and resumption. Process 0 writes the files; every process takes part in
   # checkpointing (Orbax coordinates them).

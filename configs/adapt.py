@@ -1,0 +1,108 @@
+r"""Adapting a trained model to a population without its labels (SHIFT-style mean teacher).
+
+The source model (default: the shipped `zoo:micro-adult`) keeps learning its labelled source task
+(`coco` on synthetic adults) while a second task, `target` (coco17 schema, its own expert and head
+initialised from the source task's), learns from unlabeled target images only: synthetic infants
+labelled in coco17 and drawn in the `shifted` style (other lighting, camera, textures, sensor
+noise and blur), their labels withheld (`labels=False`). The target's validation data keeps its
+labels, for evaluation only (the run evaluates once, at the end, and picks nothing by it).
+
+  # mean teacher (EMA teacher on weak views → student on strong views, confident joints only)
+  python -m vitpose_jax.main --config=configs/adapt.py:method=meanteacher --workdir=/tmp/mt
+  # + the pose prior on the student's soft-argmax keypoints, + silhouette consistency
+  python -m vitpose_jax.main --config=configs/adapt.py:method=meanteacher,prior,silhouette \
+      --workdir=/tmp/shift
+  # the baseline: fine-tune on the source alone with the same strong augmentation
+  python -m vitpose_jax.main --config=configs/adapt.py:method=source --workdir=/tmp/src
+  # a smoke run (about a minute: tiny data, 3 steps)
+  python -m vitpose_jax.main --config=configs/adapt.py:method=meanteacher,runlocal --workdir=/tmp/s
+
+Your own target: `--config.tasks.target.train="{'source': 'coco', 'annotations': A, 'images':
+DIR, 'labels': False}"` (keypoints in A are ignored; person boxes and `segmentation` masks are
+read), or `{'source': 'detections', 'detections': D, 'images': DIR}` for an image folder with a
+person detector's boxes; `--config.tasks.target.val=` labelled data of the target, and
+`--config.adapt.prior.poses=` a COCO file of target-schema poses for the prior.
+
+Arguments: `method=meanteacher|source`, `prior`, `silhouette`, `steps=`, `seed=`, `source=RUN`
+(the starting model), `runlocal`.
+"""
+
+import dataclasses
+
+import ml_collections
+from ml_collections import config_dict
+
+from vitpose_jax import configlib
+from vitpose_jax.data.transforms import AugmentConfig
+
+SOURCE_MODEL = 'zoo:micro-adult'
+TARGET_POPULATION, TARGET_STYLE = 'infant_coco', 'shifted'
+# The teacher's view: a mirror at most, so its pseudo-labels are as good as the model gets.
+WEAK = dict(half_body_prob=0.0, scale_factor=0.0, rotation_prob=0.0, jitter_prob=0.0)
+# The student's view (and the source task's augmentation in every arm, so that the arms differ
+# only in the target terms): ViTPose's geometric recipe, a little milder, plus photometric noise.
+STRONG = dict(scale_factor=0.3, rotation_factor=30.0, rotation_prob=0.6, jitter_prob=0.3,
+              brightness=0.4, contrast=0.4, saturation=0.4, blur=1.5, noise=8.0)
+METHODS = ('meanteacher', 'source')
+
+
+def _data(population: str, num: int, seed: int, **extra) -> dict:
+  return dict(source='synthetic', population=population, num=num, seed=seed, **extra)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = configlib.parse_arg(arg, method='meanteacher', prior=False, silhouette=False,
+                            runlocal=False, steps=600, seed=0, source=SOURCE_MODEL)
+  if arg.method not in METHODS:
+    raise ValueError(f'config argument method={arg.method!r}: use {" or ".join(METHODS)}')
+  if arg.method == 'source' and (arg.prior or arg.silhouette):
+    raise ValueError('config arguments prior and silhouette need method=meanteacher')
+  config = configlib.sibling_config(__file__, 'multitask').get_config(
+      'tasks=coco,scratch' + (',runlocal' if arg.runlocal else ''))
+  n_source, n_target, n_val, n_poses = ((48, 48, 8, 48) if arg.runlocal else
+                                        (8000, 2000, 200, 2000))
+  config.seed = arg.seed
+  config.model.variant = 'init_from'
+  config.init_from = arg.source
+  # Labelled source data: the shipped model's own pretraining set.
+  config.tasks.coco.train = _data('adult', n_source, 0)
+  config.tasks.coco.batch_size = 2 if arg.runlocal else 32
+  target_val = _data(TARGET_POPULATION, n_val, 0, style=TARGET_STYLE)
+  if arg.method == 'meanteacher':
+    config.tasks.target = dict(
+        schema='coco17', expert=1,
+        train=_data(TARGET_POPULATION, n_target, 0, style=TARGET_STYLE, labels=False),
+        val=target_val, batch_size=2 if arg.runlocal else 32, loss_weight=1.0)
+    config.expert_from = {'target': 'coco'}
+  config.epoch_task = 'coco'
+  config.data.augment.update(STRONG)
+  config.adapt = dict(
+      method='meanteacher' if arg.method == 'meanteacher' else '',
+      target='target',
+      ema_decay=0.99,
+      # The teacher's heatmap peak from which a joint is pseudo-labelled (targets peak at 1).
+      confidence=0.4,
+      consistency_weight=1.0,
+      soft_argmax_beta=20.0,
+      weak_augment=dataclasses.asdict(AugmentConfig(**WEAK)),
+      strong_augment=dataclasses.asdict(AugmentConfig(**STRONG)),
+      # A Gaussian mixture over normalised target poses (vitpose_jax.adapt.prior), fitted when
+      # the run starts. Seed 1: the prior's poses are not the target training images' labels.
+      prior=dict(weight=1e-4 if arg.prior else 0.0, components=2 if arg.runlocal else 8,
+                 poses=_data(TARGET_POPULATION, n_poses, 1) if arg.prior else
+                 config_dict.placeholder(ml_collections.ConfigDict)),
+      silhouette_weight=0.01 if arg.silhouette else 0.0,
+  )
+  # One evaluation, of the target, at the end: no checkpoint is picked with target labels.
+  config.evals = {'target': dict(type='keypoints',
+                                 task='target' if arg.method == 'meanteacher' else 'coco',
+                                 data=target_val, batch_size=2 if arg.runlocal else 32)}
+  config.eval_every_steps = 0
+  config.checkpoint.best_metric = ''
+  config.optimizer.lr = 2e-4
+  config.schedule.kind = 'cosine'
+  if not arg.runlocal:
+    config.schedule.warmup_steps = 20
+    configlib.set_duration(config, steps=arg.steps)
+  config.plots = 0 if arg.runlocal else 4
+  return config
