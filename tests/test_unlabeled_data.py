@@ -213,3 +213,20 @@ def test_labels_enter_the_packing_cache_key(tmp_path):
   assert (len(labelled), len(unlabelled)) == (1, 2)
   assert len(os.listdir(tmp_path / 'packed')) == 2
   assert labelled[0]['keypoints_visible'].any() and not unlabelled[0]['keypoints_visible'].any()
+
+
+def test_unlabelled_synthetic_instances_batch_as_two_views_with_their_masks(tmp_path):
+  """The mean-teacher input path end to end: spec → packing → TwoViews → batches."""
+  from vitpose_jax.data import transforms
+
+  spec = dict(source='synthetic', population='adult', num=4, seed=2, labels=False)
+  source = pipeline.open_source(spec, COCO17, cache_dir=str(tmp_path))
+  assert all(isinstance(source[i]['segmentation'], bytes) for i in range(len(source)))
+  strong = transforms.AugmentConfig(brightness=0.3, blur=1.5, noise=8.0)
+  views = transforms.TwoViews(COCO17, (64, 48), transforms.AugmentConfig(), strong)
+  task = pipeline.TaskData('target', COCO17, source, 4, (views,))
+  batch = next(iter(pipeline.train_dataset([task], seed=0)))['target']
+  assert batch['image'].shape == batch['image_weak'].shape == (4, 64, 48, 3)
+  assert batch['view_transform'].shape == (4, 3, 3) and batch['mask_distance'].shape == (4, 64, 48)
+  assert 'segmentation' not in batch and not batch['keypoint_weights'].any()
+  assert (batch['mask_weight'] == 1).all()
