@@ -114,7 +114,8 @@ def test_a_bad_builder_priority_is_an_error_naming_it(priority):
 
 
 def test_unknown_data_specs_are_clear_errors():
-  with pytest.raises(DataError, match="source 'tfrecord' is not one of 'coco', 'synthetic'"):
+  with pytest.raises(DataError,
+                     match="source 'tfrecord' is not one of 'coco', 'detections', 'synthetic'"):
     pipeline.open_source({'source': 'tfrecord'}, COCO17)
   with pytest.raises(DataError, match='coco data spec needs annotations and images'):
     pipeline.open_source({'source': 'coco', 'annotations': 'a.json'}, COCO17)

@@ -337,3 +337,90 @@ def test_runs_inside_grain_deterministically_per_seed():
   assert first[0]['image'].shape == (*small, 3)
   evaluated = list(grain.MapDataset.source(samples).apply(T.eval_transforms(COCO, small)))
   assert [e['instance_id'] for e in evaluated] == [11] * 4
+
+
+def test_blur_and_noise_are_off_by_default_and_change_only_pixels():
+  assert not T.AugmentConfig().blur_noise
+  config = T.AugmentConfig(blur=3.0, noise=20.0)
+  assert type(T.train_transforms(COCO, INPUT, config)[-1]).__name__ == 'BlurNoise'
+  crop = blob_image([(48, 64)], 128, 96, 2.0)
+  sample = {'image': crop, 'keypoints': np.ones((17, 2), np.float32)}
+  rng = np.random.default_rng(0)
+  blurred = [T.BlurNoise(T.AugmentConfig(blur=3.0)).random_map(sample, rng)['image']
+             for _ in range(40)]
+  changed = [not np.array_equal(b, crop) for b in blurred]
+  assert 10 < sum(changed) < 30  # with probability 0.5
+  assert all(b.max() <= crop.max() for b in blurred)  # a blur lowers the peak
+  noisy = T.BlurNoise(T.AugmentConfig(noise=20.0)).random_map(sample, rng)
+  residual = noisy['image'].astype(np.float32) - crop
+  assert noisy['image'].dtype == np.uint8 and 0 < residual.std() <= 20.0 * 1.1
+  assert noisy['keypoints'] is sample['keypoints']
+
+
+def _two_views_sample(seed=0):
+  """make_sample with a rectangular person mask whose pixels are white, the rest dark."""
+  from pycocotools import mask as mask_utils
+
+  sample = make_sample(seed)
+  mask = np.zeros((480, 640), np.uint8)
+  mask[100:400, 250:400] = 1
+  sample['image'] = np.where(mask[..., None] > 0, 255, 0).astype(np.uint8).repeat(3, axis=2)
+  sample['segmentation'] = mask_utils.encode(np.asfortranarray(mask))['counts']
+  sample['image_size'] = np.array([640, 480], np.int32)
+  return sample
+
+
+@pytest.mark.parametrize('weak_flip, strong_flip', [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_two_views_transform_maps_weak_crop_points_onto_strong_ones(weak_flip, strong_flip):
+  weak = T.AugmentConfig(flip_prob=weak_flip, rotation_prob=1.0)
+  strong = T.AugmentConfig(flip_prob=strong_flip, rotation_prob=1.0, brightness=0.3,
+                           blur=2.0, noise=10.0)
+  views = T.TwoViews(COCO, INPUT, weak, strong)
+  sample = make_sample(3)
+  for seed in range(12):
+    out = views.random_map(sample, np.random.default_rng(seed))
+    # The weak view is the first draw of the same generator: replayed, it gives its keypoints.
+    weak_view = run(T.train_transforms(COCO, INPUT, weak), sample, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out['image_weak'], weak_view['image'])
+    assert out['view_flip'] == float(weak_flip != strong_flip)
+    assert out['view_transform'].shape == (3, 3) and out['view_transform'].dtype == np.float32
+    moved = T.warp_points(weak_view['keypoints'].astype(np.float64),
+                          out['view_transform'][:2].astype(np.float64))
+    strong_points = out['keypoints'][np.asarray(COCO.flip_index)] if out['view_flip'] else (
+        out['keypoints'])
+    np.testing.assert_allclose(moved, strong_points, atol=1e-3)
+  for key, shape, dtype in (
+      ('image', (*INPUT, 3), np.uint8), ('image_weak', (*INPUT, 3), np.uint8),
+      ('view_flip', (), np.float32), ('mask_distance', INPUT, np.float32),
+      ('mask_weight', (), np.float32), ('keypoints', (17, 2), np.float32),
+      ('keypoint_weights', (17,), np.float32), ('rotation', (), np.float32)):
+    assert np.shape(out[key]) == shape and np.asarray(out[key]).dtype == dtype, key
+  assert out['mask_weight'] == 0 and not out['mask_distance'].any()  # no segmentation
+
+
+@pytest.mark.parametrize('strong_flip', [0, 1])
+def test_two_views_mask_distance_is_zero_on_the_mask_and_grows_away_from_it(strong_flip):
+  sample = _two_views_sample()
+  strong = T.AugmentConfig(flip_prob=strong_flip, rotation_prob=1.0)
+  views = T.TwoViews(COCO, INPUT, T.AugmentConfig(), strong)
+  for seed in range(4):
+    out = views.random_map(sample, np.random.default_rng(seed))
+    assert out['mask_weight'] == 1.0 and 'segmentation' not in out
+    on_mask, distance = out['mask_distance'] == 0, out['mask_distance']
+    # The mask is warped as the image is (mirror included): the white pixels are the mask's.
+    assert np.mean(on_mask == (out['image'][..., 0] > 127)) > 0.98
+    assert 0 < on_mask.sum() < on_mask.size and (distance[~on_mask] >= 1).all()
+    # Walking away from the mask along a row, the distance grows.
+    rows = np.flatnonzero(on_mask.any(axis=1))
+    row = rows[len(rows) // 2]
+    right = int(np.flatnonzero(on_mask[row]).max())
+    assert (np.diff(distance[row, right:]) > 0).all()
+
+
+def test_two_views_of_an_unlabelled_instance_have_no_keypoint_weight():
+  sample = _two_views_sample()
+  sample['keypoints_visible'] = np.zeros(17, np.float32)
+  sample['keypoints'] = np.zeros((17, 2), np.float32)
+  out = T.TwoViews(COCO, INPUT, T.AugmentConfig(), T.AugmentConfig()).random_map(
+      sample, np.random.default_rng(0))
+  assert not out['keypoint_weights'].any() and out['mask_weight'] == 1.0

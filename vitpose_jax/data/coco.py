@@ -515,11 +515,99 @@ class _Skip(Exception):
     self.reason, self.detail, self.bad_input = reason, detail, bad_input
 
 
+def _compressed_counts(counts: bytes) -> list[int]:
+  """The run lengths of COCO's compressed RLE string (pycocotools' ``rleFrString``: 5 bits a
+  character from '0', a continuation bit, the runs after the second stored as differences).
+  ValueError when the string ends inside a number; pycocotools itself does not check."""
+  runs, p = [], 0
+  while p < len(counts):
+    x, k, more = 0, 0, True
+    while more:
+      if p >= len(counts):
+        raise ValueError('compressed RLE counts end inside a run length')
+      c = counts[p] - 48
+      x |= (c & 0x1f) << 5 * k
+      more = bool(c & 0x20)
+      p, k = p + 1, k + 1
+      if not more and c & 0x10:
+        x |= -1 << 5 * k
+    runs.append(x + runs[-2] if len(runs) > 2 else x)
+  return runs
+
+
+def _check_runs(runs: Sequence[int], height: int, width: int, form: str):
+  if any(r < 0 for r in runs) or sum(runs) != height * width:
+    raise ValueError(f'{form} run lengths cover {sum(runs)} pixels (or are negative), not the '
+                     f'{width}x{height} image\'s {height * width}')
+
+
+def segmentation_rle(segmentation: Any, height: int, width: int) -> bytes | None:
+  """An annotation's ``segmentation`` as the compressed RLE ``counts`` (bytes) of its mask at
+  (``height``, ``width``) pixels, or None when it has none (absent, ``[]``, or only polygons of
+  fewer than three points, which cover nothing and which detectron2 drops too).
+
+  Forms: polygons (a list of flat [x0, y0, x1, y1, ...] lists, merged into one mask),
+  uncompressed RLE (``{"size": [h, w], "counts": [run, ...]}``) and compressed RLE (``counts`` a
+  string). ValueError says what is malformed: a polygon that is not an even number of finite
+  numbers, an RLE whose size is not [height, width] or whose runs do not cover it exactly.
+  """
+  from pycocotools import mask as mask_utils  # imported only where masks are read
+
+  if segmentation is None or (isinstance(segmentation, list) and not segmentation):
+    return None
+  if isinstance(segmentation, list):
+    polygons = []
+    for polygon in segmentation:
+      try:
+        values = np.asarray(polygon, np.float64)
+      except (TypeError, ValueError):
+        values = None
+      if values is None or values.ndim != 1 or values.size % 2 or not np.isfinite(values).all():
+        raise ValueError(f'polygon {polygon!r:.60} is not a list of finite x, y pairs')
+      if values.size >= 6:
+        polygons.append(values.tolist())
+    if not polygons:
+      return None
+    rles = mask_utils.frPyObjects(polygons, height, width)
+    return (mask_utils.merge(rles) if len(rles) > 1 else rles[0])['counts']
+  if not isinstance(segmentation, dict):
+    raise ValueError(f'segmentation {segmentation!r:.60} is neither polygons nor RLE')
+  size, counts = segmentation.get('size'), segmentation.get('counts')
+  if not isinstance(size, list) or size != [height, width]:
+    raise ValueError(f'RLE size {size!r:.40} is not the image\'s [height, width] '
+                     f'[{height}, {width}]')
+  if isinstance(counts, list):
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+      raise ValueError(f'RLE counts {counts!r:.60} are not whole numbers')
+    _check_runs(counts, height, width, 'RLE')
+    return mask_utils.frPyObjects(segmentation, height, width)['counts']
+  if isinstance(counts, str):
+    try:
+      counts = counts.encode('ascii')
+    except UnicodeEncodeError:
+      raise ValueError(f'compressed RLE counts {counts!r:.40} are not ASCII') from None
+  if not isinstance(counts, bytes):
+    raise ValueError(f'RLE counts {counts!r:.60} are neither a list nor a string')
+  if any(c < 48 or c > 111 for c in counts):
+    raise ValueError(f'compressed RLE counts {counts!r:.40} hold characters outside COCO\'s')
+  _check_runs(_compressed_counts(counts), height, width, 'compressed RLE')
+  return counts
+
+
+def decode_segmentation(segmentation: bytes, image_size: Sequence[int]) -> np.ndarray:
+  """A record's ``segmentation`` (compressed RLE counts) → its mask, uint8 (H, W) of 0 and 1;
+  ``image_size`` is the record's (width, height)."""
+  from pycocotools import mask as mask_utils
+
+  width, height = (int(v) for v in image_size)
+  return mask_utils.decode({'size': [height, width], 'counts': segmentation})
+
+
 def _record(ann, image_info, image_sizes, images, schema, categories, aspect_ratio,
-            check_images) -> tuple[dict[str, Any], list[str]]:
+            check_images, labels) -> tuple[dict[str, Any], list[str]]:
   """The record of one annotation and the labels of its points the schema has no place for, or
   _Skip saying why there is none. ``image_info``: image id → (position in the file, image
-  entry)."""
+  entry). Without ``labels`` the keypoints are not read (all zero)."""
   if not isinstance(ann, dict) or not (_is_id(ann.get('image_id')) and _is_id(ann.get('id'))):
     raise _Skip('malformed', f'not an object with an int or str id and image_id: {ann!r:.60}')
   category = categories.of(ann)
@@ -544,16 +632,19 @@ def _record(ann, image_info, image_sizes, images, schema, categories, aspect_rat
   if isinstance(size, str):
     raise _Skip('bad image', size)
   width, height = size
-  try:
-    keypoints, unplaced = _place(ann, schema, category.keypoint_names)
-  except ValueError as e:
-    raise _Skip('wrong keypoint count', str(e)) from None
+  if labels:
+    try:
+      keypoints, unplaced = _place(ann, schema, category.keypoint_names)
+    except ValueError as e:
+      raise _Skip('wrong keypoint count', str(e)) from None
+  else:
+    keypoints, unplaced = np.zeros((schema.num_keypoints, 3), np.float32), []
   bbox = np.asarray(ann.get('bbox', []), np.float64).reshape(-1)
   if bbox.size != 4:
     raise _Skip('bad bbox', f'bbox {ann.get("bbox")!r} is not [x, y, w, h]')
   if not (np.isfinite(keypoints).all() and np.isfinite(bbox).all()):
     raise _Skip('non-finite values', 'NaN or infinite keypoint or bbox values')
-  if not (keypoints[:, 2] > 0).any():
+  if labels and not (keypoints[:, 2] > 0).any():
     raise _Skip('no labelled keypoints', 'no keypoint has v > 0')
   # Official loader: clip the box to the image and keep it only if something is left.
   x, y, w, h = bbox
@@ -564,7 +655,11 @@ def _record(ann, image_info, image_sizes, images, schema, categories, aspect_rat
                 f'outside the {width}x{height} image')
   clipped = np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
   center, scale = box_to_center_scale(clipped, aspect_ratio)
-  return {
+  try:
+    segmentation = segmentation_rle(ann.get('segmentation'), height, width)
+  except ValueError as e:
+    raise _Skip('bad segmentation', str(e)) from None
+  record = {
       'image_path': image_path,
       'image_id': info['id'],
       'instance_id': ann['id'],
@@ -576,7 +671,28 @@ def _record(ann, image_info, image_sizes, images, schema, categories, aspect_rat
       'keypoints': keypoints[:, :2].astype(np.float32),
       'keypoints_visible': keypoints[:, 2].astype(np.float32),
       'image_size': np.array([width, height], np.int32),
-  }, unplaced
+  }
+  if segmentation is not None:
+    record['segmentation'] = segmentation
+  return record, unplaced
+
+
+def _categories(data: Mapping[str, Any], schema: Schema, source: str,
+                labels: bool) -> KeypointCategories:
+  """keypoint_categories; without labels, where no category holds the schema's keypoints (a file
+  of person boxes), the categories named 'person'."""
+  try:
+    return keypoint_categories(data, schema, source)
+  except DataError as error:
+    if labels:
+      raise
+    persons = [c for c in data.get('categories') or []
+               if isinstance(c, Mapping) and 'id' in c
+               and str(c.get('name', '')).casefold() == 'person']
+    if not persons:
+      raise DataError(f'{error}; and no category is named "person"') from None
+    return KeypointCategories(source, tuple(KeypointCategory(c['id'], str(c['name']), None)
+                                            for c in persons))
 
 
 def read_coco(
@@ -587,6 +703,7 @@ def read_coco(
     strict: bool = False,
     aspect_ratio: float = 0.75,
     check_images: bool = True,
+    labels: bool = True,
 ) -> tuple[list[dict[str, Any]], SkipReport]:
   """One record per usable person instance, and the report of what was skipped.
 
@@ -597,13 +714,23 @@ def read_coco(
   ``scale`` float32 (2,) (x, y) and (w, h) in pixels (padding 1.25 at ``aspect_ratio`` = w / h),
   ``keypoints`` float32 (K, 2) [x, y] and ``keypoints_visible`` float32 (K,) (COCO's v: 2
   visible, 1 occluded, 0 unlabelled) in schema order (:func:`annotation_keypoints`' columns),
-  ``image_size`` int32 (2,) (width, height).
+  ``image_size`` int32 (2,) (width, height); and, when the annotation has a ``segmentation``
+  (polygons, uncompressed or compressed RLE), ``segmentation``: bytes, the compressed RLE
+  ``counts`` of the instance's mask at the image's size (pycocotools' form; decode it with
+  :func:`decode_segmentation`). An annotation without one gives a record without the key.
+
+  ``labels=False`` (unlabelled data, e.g. a target domain's person boxes) reads no keypoints:
+  every non-crowd annotation of the person category with a usable box is a record, its
+  ``keypoints`` (K, 2) and ``keypoints_visible`` (K,) zero, so shapes are those of labelled
+  records. The category is the schema's keypoint category or, where no category lists keypoints,
+  the one named 'person'.
 
   Skipped (or, with ``strict``, an error naming file and annotation id): crowd annotations, an
   annotation without an int or str id or image_id, an unknown image id, a missing, corrupt or
   over-limit image or one whose size is the ``images`` entry's width and height in neither its
   stored nor its EXIF orientation (see :mod:`vitpose_jax.data.images`), keypoints of the wrong
-  length, NaN or infinite values, a box with zero area or outside the image, no labelled keypoint.
+  length, NaN or infinite values, a box with zero area or outside the image, no labelled keypoint
+  (these two only with ``labels``), a malformed segmentation (:func:`segmentation_rle`).
   Annotations of other categories than the schema's (:func:`keypoint_categories`, kept in
   ``report.categories``) are counted as ``other category`` in both modes; labelled points the
   schema has no place for are counted per name in ``report.unplaced``. Always a DataError naming
@@ -611,7 +738,7 @@ def read_coco(
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
   data = _load_json(annotations)
-  categories = keypoint_categories(data, schema, annotations)
+  categories = _categories(data, schema, annotations, labels)
   image_info = {}
   for image_id, i in image_indices(data['images'], annotations).items():
     if 'file_name' not in data['images'][i]:
@@ -625,7 +752,7 @@ def read_coco(
     ann_id = ann.get('id') if isinstance(ann, dict) else None
     try:
       record, unplaced = _record(ann, image_info, image_sizes, images, schema, categories,
-                                 aspect_ratio, check_images)
+                                 aspect_ratio, check_images, labels)
     except _Skip as skip:
       if strict and skip.bad_input:
         raise DataError(f'{annotations}: annotation {ann_id}: {skip.detail}') from None

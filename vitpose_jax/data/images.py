@@ -193,6 +193,23 @@ def read_image(path: str | os.PathLike[str],
   return _read(_file_bytes(name), name, size)[0]
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+  """(width, height) in pixels of the image file at ``path`` upright (after its EXIF orientation),
+  read from its header without decoding pixels: the size :func:`read_image` gives without a
+  ``size``. ImageError when the file is missing or not an image; the pixel limit and a truncated
+  body are :func:`read_image`'s to find."""
+  name = os.fspath(path)
+  Image.MAX_IMAGE_PIXELS = None  # ours replaces it (module docstring)
+  try:
+    with Image.open(name) as image:
+      size, orientation = image.size, _orientation(image)
+  except FileNotFoundError:
+    raise ImageError(name, 'image file not found') from None
+  except (OSError, SyntaxError, ValueError, EOFError) as e:
+    raise ImageError(name, f'image file is corrupt ({e})') from None
+  return size[::-1] if orientation in _SWAPS_AXES else size
+
+
 def packed_bytes(path: str | os.PathLike[str], size: Sequence[int | None] | None = None) -> bytes:
   """Encoded bytes that Pillow decodes, with no further step, to ``read_image(path, size)``: the
   file itself when it already is such an image (no re-encoding, so JPEGs stay small), otherwise a

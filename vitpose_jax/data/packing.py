@@ -35,7 +35,9 @@ from vitpose_jax.skeletons import Schema
 # 2: records hold the image's and annotation's positions in the file, not their ids (ids may be
 # strings, and positions are unique where a file's ids need not be).
 # 3: images as vitpose_jax.data.images reads them (high bit depths scaled, EXIF orientation).
-PACK_VERSION = 3
+# 4: records carry the instance's mask (``segmentation``, compressed RLE; b'' packed for none), a
+# malformed segmentation skips its annotation, and unlabelled packing (``labels=False``) exists.
+PACK_VERSION = 4
 _BUILDER_NAME = 'pose_instances'
 
 
@@ -58,6 +60,9 @@ def _features(num_keypoints: int):
       # keypoints and keypoints_visible (packed and read back in PoseInstances, DecodedSource).
       'keypoints': tensor(shape=(num_keypoints, 3), dtype=np.float32),
       'image_size': tensor(shape=(2,), dtype=np.int32),
+      # The compressed RLE counts of the instance mask at the image's size, b'' where the
+      # annotation has none (a feature is in every example; DecodedSource drops the empty one).
+      'segmentation': tensor(shape=(), dtype=np.object_),
   })
 
 
@@ -101,6 +106,7 @@ def _builder_class():
                                      'scale', 'image_size')}
         example['keypoints'] = np.concatenate(
             [r['keypoints'], r['keypoints_visible'][:, None]], axis=1)
+        example['segmentation'] = r.get('segmentation', b'')
         # The record's image_size picks the orientation read_coco checked the labels against.
         example['image'] = packed_bytes(r['image_path'], tuple(int(v) for v in r['image_size']))
         yield r['annotation_index'], example
@@ -113,7 +119,10 @@ class DecodedSource:
   with ``image_index`` and ``annotation_index`` (int64: positions in the annotation file's
   ``images`` and ``annotations``, which lead back to the file's own ids) and the geometry,
   ``keypoints`` (K, 2) and ``keypoints_visible`` (K,) of :func:`vitpose_jax.data.coco.read_coco`'s
-  records (the storage keeps COCO's (K, 3) [x, y, v] triplets; they are split here).
+  records (the storage keeps COCO's (K, 3) [x, y, v] triplets; they are split here), and, where
+  the annotation has a mask, ``segmentation`` (bytes: compressed RLE counts at ``image_size``;
+  :func:`vitpose_jax.data.coco.decode_segmentation`). Unlabelled data (``labels=False``) has zero
+  keypoints and visibilities.
 
   PIL rather than numpy: the crop warps it in PIL, and the round trip through an (H, W, 3) array
   would copy every pixel twice more than decoding itself writes them.
@@ -128,8 +137,11 @@ class DecodedSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self._records[index]
     triplets = record['keypoints']
-    return {**record, 'image': decode_packed(record['image']), 'keypoints': triplets[:, :2],
-            'keypoints_visible': triplets[:, 2]}
+    out = {**record, 'image': decode_packed(record['image']), 'keypoints': triplets[:, :2],
+           'keypoints_visible': triplets[:, 2]}
+    if not out['segmentation']:
+      del out['segmentation']
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +180,10 @@ def pack_coco(
     *,
     split: str = 'train',
     strict: bool = False,
+    labels: bool = True,
 ) -> tuple[PackedDataset, SkipReport]:
-  """Reads a COCO-format dataset and writes it as a TFDS array_record dataset under ``out_dir``.
+  """Reads a COCO-format dataset and writes it as a TFDS array_record dataset under ``out_dir``;
+  ``labels=False`` reads no keypoints (see :func:`vitpose_jax.data.coco.read_coco`).
 
   The write goes to a temporary folder renamed into place at the end, so an interrupted or
   concurrent packing never leaves a half-written dataset where a reader looks.
@@ -179,7 +193,7 @@ def pack_coco(
   # TFDS's own bars ("Shuffling .../incomplete...") would leak its internals into our output;
   # the callers say what is packed. The switch is TFDS's only one, and global.
   tfds.disable_progress_bar()
-  records, report = read_coco(annotations, images, schema, strict=strict)
+  records, report = read_coco(annotations, images, schema, strict=strict, labels=labels)
   parent = os.path.dirname(os.path.abspath(out_dir)) or '.'
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.packing-', dir=parent)
@@ -229,11 +243,12 @@ def packed_coco(
     *,
     split: str = 'train',
     strict: bool = False,
+    labels: bool = True,
     cache_dir: str | None = None,
 ) -> PackedDataset:
   """The cached packed dataset of a COCO-format file, packing it on first use (saying so, and how
-  many instances it packed in how long, on stdout)."""
-  key = cache_key(annotations, images, schema, split=split, strict=strict)
+  many instances it packed in how long, on stdout); ``labels`` as :func:`pack_coco`'s."""
+  key = cache_key(annotations, images, schema, split=split, strict=strict, labels=labels)
   stem = os.path.splitext(os.path.basename(annotations))[0]
   out = os.path.join(cache_dir or cache_root(), 'packed', f'{stem}-{schema.name}-{key}')
   if os.path.isdir(os.path.join(out, _BUILDER_NAME)):
@@ -242,7 +257,8 @@ def packed_coco(
   else:
     print(f'packing {annotations} ({schema.name}) into {out}', flush=True)
     start = time.monotonic()
-    packed, report = pack_coco(annotations, images, schema, out, split=split, strict=strict)
+    packed, report = pack_coco(annotations, images, schema, out, split=split, strict=strict,
+                               labels=labels)
     print(f'packed {report.kept} instances in {time.monotonic() - start:.0f} s', flush=True)
   summary = packed.skip_report()
   # Skips are reported once each time a dataset is opened: a user must see what training lacks.

@@ -43,10 +43,11 @@ def open_source(spec: Mapping[str, Any], schema: Schema, *, split: str = 'train'
                 strict: bool = False, cache_dir: str | None = None):
   """The random-access source of a data spec (docs/design.md): its COCO-format files, found through
   the source registry (:mod:`vitpose_jax.data.sources`: ``coco``, ``synthetic``, ...) and packed
-  into the cache on first use. DataError on a bad spec or bad files."""
+  into the cache on first use; a spec with ``labels=False`` (:func:`sources.has_labels`) gives
+  instances with zero keypoints and visibilities. DataError on a bad spec or bad files."""
   annotations, images = sources.files(spec, split, cache_dir=cache_dir)
   packed = packing.packed_coco(annotations, images, schema, split=split, strict=strict,
-                               cache_dir=cache_dir)
+                               labels=sources.has_labels(spec), cache_dir=cache_dir)
   return packed.source(split)
 
 

@@ -7,6 +7,13 @@ making them first if it must. Built in:
 - ``coco``: ``dict(source='coco', annotations=PATH, images=DIR)``, files already on disk.
 - ``synthetic``: ``dict(source='synthetic', population=NAME, num=N, seed=0)``, generated into the
   cache by :mod:`vitpose_jax.synthetic` (imported on first use of the kind).
+- ``detections``: ``dict(source='detections', detections=PATH, images=DIR, min_score=0.0)``,
+  person boxes without keypoints, turned into a COCO file in the cache by
+  :mod:`vitpose_jax.data.detections`; always unlabelled.
+
+Any spec may say ``labels=False`` (default True): its keypoints are not read, every usable person
+box is an instance with zero keypoint weights (unlabelled data for domain adaptation; see
+:func:`has_labels`). It is no kind's own field.
 
 :func:`register` adds a kind.
 """
@@ -18,6 +25,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from vitpose_jax.data import detections
 from vitpose_jax.data.coco import DataError
 
 Files = tuple[str, str]  # (annotations JSON, image folder)
@@ -34,6 +42,8 @@ class SourceKind:
       role the data plays, for kinds that draw the two differently. DataError on a bad spec.
     prepare: optional (specs as (spec, split) pairs, cache_dir) → None: makes many specs' files
       at once (in parallel), before ``files`` is asked for each.
+    labels: whether the kind's files can hold keypoint labels; a kind without (person boxes
+      only) means ``labels=False`` and refuses a spec saying ``labels=True``.
   """
 
   name: str
@@ -41,6 +51,7 @@ class SourceKind:
   optional: tuple[str, ...]
   files: Callable[[Mapping[str, Any], str, str | None], Files]
   prepare: Callable[[Sequence[tuple[Mapping[str, Any], str]], str | None], None] | None = None
+  labels: bool = True
 
 
 def _coco_files(spec: Mapping[str, Any], split: str, cache_dir: str | None) -> Files:
@@ -48,9 +59,20 @@ def _coco_files(spec: Mapping[str, Any], split: str, cache_dir: str | None) -> F
   return spec['annotations'], spec['images']
 
 
+def _detections_files(spec: Mapping[str, Any], split: str, cache_dir: str | None) -> Files:
+  del split  # detections are what they are, whatever role they play
+  min_score = spec.get('min_score', 0.0)
+  if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
+    raise DataError(f'detections data spec: min_score {min_score!r} is not a number')
+  return detections.coco_file(spec['detections'], spec['images'], min_score=min_score,
+                              cache_dir=cache_dir), spec['images']
+
+
 _KINDS: dict[str, SourceKind] = {
     'coco': SourceKind('coco', required=('annotations', 'images'), optional=(),
                        files=_coco_files),
+    'detections': SourceKind('detections', required=('detections', 'images'),
+                             optional=('min_score',), files=_detections_files, labels=False),
 }
 # Kinds whose module registers them when imported, so their weight is paid only where used.
 _LAZY = {'synthetic': 'vitpose_jax.synthetic.cache'}
@@ -74,22 +96,35 @@ def kind(name: Any) -> SourceKind:
   return _KINDS[name]
 
 
-def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any]]:
+def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any], bool]:
+  """(the spec's kind, its kind's fields, whether it has labels); DataError on a bad spec."""
   fields = dict(spec)
   source = kind(fields.pop('source', None))
+  labels = fields.pop('labels', source.labels)
+  if not isinstance(labels, bool):
+    raise DataError(f'{source.name} data spec: labels {labels!r} is not true or false')
+  if labels and not source.labels:
+    raise DataError(f'{source.name} data spec: labels=True, but {source.name} data holds no '
+                    'keypoint labels')
   missing = [f for f in source.required if f not in fields]
   unknown = sorted(set(fields) - {*source.required, *source.optional})
   if missing or unknown:
     optional = f' (and optionally {" and ".join(source.optional)})' if source.optional else ''
     raise DataError(f'{source.name} data spec needs {" and ".join(source.required)}{optional}; '
                     f'got {sorted(fields)}')
-  return source, fields
+  return source, fields, labels
 
 
 def files(spec: Mapping[str, Any], split: str, *, cache_dir: str | None = None) -> Files:
   """(annotations JSON, image folder) of a data spec, for its ``split`` ('train' or 'val')."""
-  source, fields = _checked(spec)
+  source, fields, _ = _checked(spec)
   return source.files(fields, split, cache_dir)
+
+
+def has_labels(spec: Mapping[str, Any]) -> bool:
+  """Whether a data spec's instances carry keypoint labels: its ``labels`` (default True), False
+  for a kind of person boxes only (``detections``). DataError on a bad spec."""
+  return _checked(spec)[2]
 
 
 def prepare(specs: Sequence[tuple[Mapping[str, Any], str]], *, cache_dir: str | None = None):
@@ -97,7 +132,7 @@ def prepare(specs: Sequence[tuple[Mapping[str, Any], str]], *, cache_dir: str | 
   its data does so in parallel), so that :func:`files` then finds them."""
   by_kind: dict[str, list[tuple[dict[str, Any], str]]] = {}
   for spec, split in specs:
-    source, fields = _checked(spec)
+    source, fields, _ = _checked(spec)
     by_kind.setdefault(source.name, []).append((fields, split))
   for name, pairs in by_kind.items():
     if _KINDS[name].prepare is not None:

@@ -32,8 +32,10 @@ from typing import Any
 
 import grain
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
+from scipy import ndimage
 
+from vitpose_jax.data.coco import decode_segmentation
 from vitpose_jax.skeletons import Schema
 
 Sample = dict[str, Any]
@@ -70,6 +72,10 @@ class AugmentConfig:
     brightness: colour jitter: pixel values times U(1 − b, 1 + b) (0 disables, the default).
     contrast: colour jitter: blend with the mean grey by U(1 − c, 1 + c) (0 disables).
     saturation: colour jitter: blend with the grey image by U(1 − s, 1 + s) (0 disables).
+    blur: strong augmentation: with probability 0.5 a Gaussian blur of the crop, its sigma
+      U(0, blur) in crop pixels (0 disables, the default).
+    noise: strong augmentation: additive Gaussian pixel noise, its std U(0, noise) in 0-255 units
+      (0 disables, the default).
   """
 
   flip_prob: float = 0.5
@@ -85,10 +91,16 @@ class AugmentConfig:
   brightness: float = 0.0
   contrast: float = 0.0
   saturation: float = 0.0
+  blur: float = 0.0
+  noise: float = 0.0
 
   @property
   def color_jitter(self) -> bool:
     return self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+
+  @property
+  def blur_noise(self) -> bool:
+    return self.blur > 0 or self.noise > 0
 
 
 # ---- Pure helpers ----------------------------------------------------------------------------
@@ -147,6 +159,21 @@ def image_hw(image: np.ndarray | Image.Image) -> tuple[int, int]:
   if isinstance(image, Image.Image):
     return image.height, image.width
   return image.shape[0], image.shape[1]
+
+
+def crop_matrix(element: Sample, image_size: tuple[int, int]) -> np.ndarray:
+  """The (3, 3) float64 homogeneous map from a sample's source image pixels to its crop's, as
+  :class:`AffineCrop` reads the image: :func:`udp_warp_matrix` of ``center``, ``scale`` and
+  ``rotation`` (0 when absent), after the mirror x → W − 1 − x when ``flipped`` is set
+  (:func:`flip_sample` mirrors the sample's coordinates, not its pixels). ``image_size`` is the
+  crop's (H, W)."""
+  rotation = np.float32(element.get('rotation', 0.0))
+  matrix = np.vstack([udp_warp_matrix(element['center'], element['scale'], rotation, image_size),
+                      [0.0, 0.0, 1.0]])
+  if element.get('flipped', False):
+    width = image_hw(element['image'])[1]
+    matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+  return matrix
 
 
 def warp_image(image: np.ndarray | Image.Image, matrix: np.ndarray,
@@ -308,8 +335,9 @@ class AffineCrop(grain.transforms.Map):
   ``keypoints`` move into the crop, and ``keypoint_weights`` is 1 where labelled
   (``keypoints_visible`` > 0), whether or not they land inside it: as in mmpose, the codec's
   overlap rule decides which far-away keypoints stop counting; a sample without ``keypoints`` (an
-  inference crop) gets neither. ``bbox`` and ``flipped`` are dropped: the crop's ``center``,
-  ``scale`` and ``rotation`` describe it from here on.
+  inference crop) gets neither. ``bbox``, ``flipped`` and the source image's ``segmentation``
+  are dropped: the crop's ``center``, ``scale`` and ``rotation`` describe it from here on (and
+  batches keep their fixed keys whether or not an instance has a mask).
   """
 
   def __init__(self, image_size: tuple[int, int] = (256, 192)):
@@ -318,16 +346,14 @@ class AffineCrop(grain.transforms.Map):
   def map(self, element: Sample) -> Sample:
     rotation = np.float32(element.get('rotation', 0.0))
     matrix = udp_warp_matrix(element['center'], element['scale'], rotation, self.image_size)
-    out = {k: v for k, v in element.items() if k not in ('bbox', 'flipped')}
+    out = {k: v for k, v in element.items() if k not in ('bbox', 'flipped', 'segmentation')}
     if 'keypoints' in element:
       out['keypoints'] = warp_points(
           np.asarray(element['keypoints'], np.float64), matrix).astype(np.float32)
       out['keypoint_weights'] = (np.asarray(element['keypoints_visible']) > 0).astype(np.float32)
-    image = element['image']
-    if element.get('flipped', False):
-      width = image_hw(image)[1]
-      matrix = matrix @ np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    out.update(image=warp_image(image, matrix, self.image_size), rotation=rotation)
+    image = warp_image(element['image'], crop_matrix(element, self.image_size)[:2],
+                       self.image_size)
+    out.update(image=image, rotation=rotation)
     return out
 
 
@@ -344,13 +370,34 @@ class ColorJitter(grain.transforms.RandomMap):
     return {**element, 'image': color_jitter(element['image'], *factors)}
 
 
+class BlurNoise(grain.transforms.RandomMap):
+  """Strong augmentation of the uint8 crop: with probability 0.5 a Gaussian blur of sigma
+  U(0, ``blur``) crop pixels, then additive Gaussian noise of std U(0, ``noise``) (0-255 units),
+  rounded and clipped to uint8; a factor of 0 disables its part."""
+
+  def __init__(self, config: AugmentConfig):
+    self.config = config
+
+  def random_map(self, element: Sample, rng: np.random.Generator) -> Sample:
+    image = element['image']
+    if self.config.blur > 0 and rng.random() < 0.5:
+      sigma = rng.uniform(0.0, self.config.blur)
+      # PIL's blur (radius = sigma) beat scipy.ndimage.gaussian_filter at 128x96: 1.0 vs 1.5 ms.
+      image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(sigma)))
+    if self.config.noise > 0:
+      std = rng.uniform(0.0, self.config.noise)
+      noisy = image + rng.standard_normal(image.shape, np.float32) * np.float32(std)
+      image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return {**element, 'image': image}
+
+
 def train_transforms(
     schema: Schema, image_size: tuple[int, int] = (256, 192),
     config: AugmentConfig = AugmentConfig(),
 ) -> list[grain.transforms.Map | grain.transforms.RandomMap]:
   """The training transforms in order, for ``MapDataset.seed(s).apply(...)``: centre jitter,
-  flip, half-body, scale/rotation, crop, colour jitter (only when enabled). The crops stay uint8
-  (the model normalises them)."""
+  flip, half-body, scale/rotation, crop, colour jitter and blur/noise (each only when enabled).
+  The crops stay uint8 (the model normalises them)."""
   transforms = [
       CentreJitter(config),
       RandomFlip(schema, config),
@@ -360,7 +407,74 @@ def train_transforms(
   ]
   if config.color_jitter:
     transforms.append(ColorJitter(config))
+  if config.blur_noise:
+    transforms.append(BlurNoise(config))
   return transforms
+
+
+class TwoViews(grain.transforms.RandomMap):
+  """Two crops of one instance for mean-teacher training, replacing the whole train transform
+  list: a WEAK view (the teacher's input) drawn with ``weak`` and a STRONG view (the student's)
+  drawn with ``strong``, each its own random draw of :func:`train_transforms`' steps (half-body
+  acts only on labelled instances, as always).
+
+  Out: the strong view's sample as :class:`AffineCrop` and the pixel steps leave it (``image``
+  uint8 (H, W, 3), ``keypoints`` (K, 2) in its crop pixels, ``keypoints_visible`` and
+  ``keypoint_weights`` (K,) in its order, all zero for unlabelled instances, ``center``,
+  ``scale``, ``rotation``, the record's other keys), and:
+
+  - ``image_weak`` uint8 (H, W, 3): the weak view.
+  - ``view_transform`` float32 (3, 3): the homogeneous affine from weak-view crop pixels to
+    strong-view crop pixels (pixel centres), mirrors included: each view's image→crop map is
+    :func:`crop_matrix`.
+  - ``view_flip`` float32 (): 1 when exactly one view is mirrored, else 0; then keypoint (or
+    heatmap channel) i of the weak view is keypoint ``flip_index[i]`` of the strong view.
+  - ``mask_distance`` float32 (H, W): per strong-view crop pixel, the Euclidean distance in crop
+    pixels to the nearest pixel of the instance's mask warped into that crop (0 on the mask);
+    ``mask_weight`` float32 (): 1 when the instance has a ``segmentation`` whose warped mask is
+    not empty, else 0 (and ``mask_distance`` all 0).
+  """
+
+  def __init__(self, schema: Schema, image_size: tuple[int, int], weak: AugmentConfig,
+               strong: AugmentConfig):
+    self.image_size = tuple(image_size)
+    self.crop = AffineCrop(self.image_size)
+    self.views = []
+    for config in (weak, strong):
+      # (the random steps before the crop, those after it): the crop is taken here, where its
+      # matrix is known.
+      steps = train_transforms(schema, self.image_size, config)
+      at = next(i for i, t in enumerate(steps) if isinstance(t, AffineCrop))
+      self.views.append((steps[:at], steps[at + 1:]))
+
+  def _view(self, view, element: Sample,
+            rng: np.random.Generator) -> tuple[Sample, np.ndarray, bool]:
+    """(the cropped view, its image→crop (3, 3) map, whether it is mirrored)."""
+    before, after = view
+    for t in before:
+      element = t.random_map(element, rng)
+    matrix, flipped = crop_matrix(element, self.image_size), element.get('flipped', False)
+    out = self.crop.map(element)
+    for t in after:
+      out = t.random_map(out, rng)
+    return out, matrix, flipped
+
+  def _mask_distance(self, element: Sample, matrix: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    if 'segmentation' in element:
+      mask = decode_segmentation(element['segmentation'], element['image_size'])
+      warped = warp_image(mask * np.uint8(255), matrix[:2], self.image_size) >= 128
+      if warped.any():
+        return ndimage.distance_transform_edt(~warped).astype(np.float32), np.float32(1.0)
+    return np.zeros(self.image_size, np.float32), np.float32(0.0)
+
+  def random_map(self, element: Sample, rng: np.random.Generator) -> Sample:
+    weak, weak_matrix, weak_flipped = self._view(self.views[0], element, rng)
+    strong, strong_matrix, strong_flipped = self._view(self.views[1], element, rng)
+    distance, weight = self._mask_distance(element, strong_matrix)
+    return {**strong, 'image_weak': weak['image'],
+            'view_transform': (strong_matrix @ np.linalg.inv(weak_matrix)).astype(np.float32),
+            'view_flip': np.float32(weak_flipped != strong_flipped),
+            'mask_distance': distance, 'mask_weight': weight}
 
 
 def eval_transforms(
