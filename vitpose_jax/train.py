@@ -200,7 +200,8 @@ def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
     prior = prior_lib.pose_prior_from_spec(adapt.prior.poses.to_dict(), schema,
                                            components=adapt.prior.components, seed=config.seed)
     if jax.process_index() == 0:
-      print(f'pose prior: {prior.describe()}', flush=True)
+      print(f'pose prior: a {prior.components}-component Gaussian mixture over the normalised '
+            f'poses of {adapt.prior.poses.to_dict()}', flush=True)
   return meanteacher.MeanTeacher(
       target=adapt.target, decay=adapt.ema_decay, threshold=adapt.confidence,
       consistency_weight=adapt.consistency_weight, flip_index=tuple(schema.flip_index),
