@@ -79,6 +79,17 @@ VERSION_1_DIGESTS = {
         ('train', 1, 16, 0,
          '2cc5b452c438ba5833c5e770e0680b5530e2b6db68b0fbf5921b147ccee210f1'),
     ),
+    # Pinned when the population was added, still at GENERATOR_VERSION 1.
+    'infant_coco': (
+        ('train', 0, 3, 0,
+         'ec1143de1020ee2ee7754887e79c58907a9eb730ed352b3b7d52868b7b425a90'),
+        ('val', 5, 3, 0,
+         'a6b0386ea1715864a391f76ae4ddcdb18b22d277f2cfdb164ab977fa50436724'),
+        ('train', 2, 2, 1,
+         '187d739ba645482ff36f33195da7bbd09da5327f2f1d89e8758a37ffc0a0fe8f'),
+        ('train', 1, 16, 0,
+         '136f2f41fef09c54201de085db34d82df6be28edcedc74db73d48812a11307d0'),
+    ),
 }
 
 
@@ -191,6 +202,19 @@ def test_wholebody_uses_cocowholebody_fields(datasets):
         x, y, w, h = ann[f'{part}_box']
         pts = table[table[:, 2] > 0, :2]
         assert np.allclose([x, y, x + w, y + h], [*pts.min(0), *pts.max(0)], atol=0.02)
+
+
+def test_infant_coco_labels_infants_with_coco17(datasets):
+  _, dataset = datasets['infant_coco']
+  coco17 = skeletons.get('coco17')
+  assert dataset['info']['schema'] == 'coco17'
+  assert dataset['categories'][0]['keypoints'] == list(coco17.keypoints)
+  assert len(coco17.keypoints) == 17
+  for ann in dataset['annotations']:
+    assert len(ann['keypoints']) == 3 * 17
+  infant, infant_coco = synthetic.POPULATIONS['infant'], synthetic.POPULATIONS['infant_coco']
+  assert dataclasses.replace(infant_coco, name='infant', schema=infant.schema,
+                             stream=infant.stream) == infant
 
 
 def test_a_new_population_is_a_record(tmp_path, monkeypatch):

@@ -5,10 +5,12 @@
 
 Populations are records (:mod:`~vitpose_jax.synthetic.populations`); the built-in ones and their
 schemas: ``adult`` → ``coco17``, ``adult_wholebody`` → ``coco_wholebody133``, ``infant`` →
-``infant_smil25``, ``wheelchair`` → ``wheelchair23``. Each person is a small 3-D figure
-(:mod:`~vitpose_jax.synthetic.body`): a forward-kinematics skeleton with the population's
-proportions and joint angles from its pose sampler (:mod:`~vitpose_jax.synthetic.poses`), dressed in shaded tubes and ellipsoids (clothing patterns, hair, a face with drawn
-features, five-fingered hands, shoes; for wheelchair users a wheelchair,
+``infant_smil25``, ``wheelchair`` → ``wheelchair23``, ``infant_coco`` (infants drawn as
+``infant``, labelled with COCO's 17 points as SyRIP labels infants) → ``coco17``. Each person
+is a small 3-D figure (:mod:`~vitpose_jax.synthetic.body`): a forward-kinematics skeleton with
+the population's proportions and joint angles from its pose sampler
+(:mod:`~vitpose_jax.synthetic.poses`), dressed in shaded tubes and ellipsoids (clothing patterns,
+hair, a face with drawn features, five-fingered hands, shoes; for wheelchair users a wheelchair,
 :mod:`~vitpose_jax.synthetic.props`), seen orthographically from a viewpoint the population's
 view draws (:mod:`~vitpose_jax.synthetic.views`) and z-buffered
 (:mod:`~vitpose_jax.synthetic.scene`, :mod:`~vitpose_jax.synthetic.render`), so self-, mutual and occluder occlusion come from depth and
