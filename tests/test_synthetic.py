@@ -15,8 +15,8 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from vitpose_jax import skeletons, synthetic
-from vitpose_jax.data import coco
-from vitpose_jax.synthetic import body, populations, render, scene
+from vitpose_jax.data import coco, sources
+from vitpose_jax.synthetic import body, populations, render, scene, styles
 
 POPULATIONS = tuple(synthetic.POPULATIONS)
 # pycocotools' mask decoding trips NumPy 2's copy-keyword deprecation inside the library.
@@ -78,6 +78,17 @@ VERSION_1_DIGESTS = {
          'd3afa49f6e7f2046c9dff54d91f3fb29e9c595579aa3ae3ccbcc931c15df5074'),
         ('train', 1, 16, 0,
          '2cc5b452c438ba5833c5e770e0680b5530e2b6db68b0fbf5921b147ccee210f1'),
+    ),
+    # Pinned when the population was added, still at GENERATOR_VERSION 1.
+    'infant_coco': (
+        ('train', 0, 3, 0,
+         'ec1143de1020ee2ee7754887e79c58907a9eb730ed352b3b7d52868b7b425a90'),
+        ('val', 5, 3, 0,
+         'a6b0386ea1715864a391f76ae4ddcdb18b22d277f2cfdb164ab977fa50436724'),
+        ('train', 2, 2, 1,
+         '187d739ba645482ff36f33195da7bbd09da5327f2f1d89e8758a37ffc0a0fe8f'),
+        ('train', 1, 16, 0,
+         '136f2f41fef09c54201de085db34d82df6be28edcedc74db73d48812a11307d0'),
     ),
 }
 
@@ -193,6 +204,19 @@ def test_wholebody_uses_cocowholebody_fields(datasets):
         assert np.allclose([x, y, x + w, y + h], [*pts.min(0), *pts.max(0)], atol=0.02)
 
 
+def test_infant_coco_labels_infants_with_coco17(datasets):
+  _, dataset = datasets['infant_coco']
+  coco17 = skeletons.get('coco17')
+  assert dataset['info']['schema'] == 'coco17'
+  assert dataset['categories'][0]['keypoints'] == list(coco17.keypoints)
+  assert len(coco17.keypoints) == 17
+  for ann in dataset['annotations']:
+    assert len(ann['keypoints']) == 3 * 17
+  infant, infant_coco = synthetic.POPULATIONS['infant'], synthetic.POPULATIONS['infant_coco']
+  assert dataclasses.replace(infant_coco, name='infant', schema=infant.schema,
+                             stream=infant.stream) == infant
+
+
 def test_a_new_population_is_a_record(tmp_path, monkeypatch):
   monkeypatch.setattr(populations, 'POPULATIONS', dict(populations.POPULATIONS))
   adult = synthetic.POPULATIONS['adult']
@@ -258,6 +282,65 @@ def test_left_keypoints_are_anatomical_left_so_they_swap_sides_seen_from_behind(
     assert (x['left_hip'] > x['right_hip']) == left_on_image_right
 
 
+def test_a_style_changes_the_look_of_the_same_draws_and_is_recorded(tmp_path, monkeypatch):
+  synthetic.generate(tmp_path / 'plain', 'infant_coco', 'val', 2, 0)
+  synthetic.generate(tmp_path / 'shifted', 'infant_coco', 'val', 2, 0, style='shifted')
+  plain, shifted = _files(tmp_path / 'plain'), _files(tmp_path / 'shifted')
+  assert plain['images/000000000001.jpg'] != shifted['images/000000000001.jpg']
+  with open(tmp_path / 'plain' / 'annotations.json') as f:
+    plain_json = json.load(f)
+  with open(tmp_path / 'shifted' / 'annotations.json') as f:
+    shifted_json = json.load(f)
+  assert 'style' not in plain_json['info'] and shifted_json['info']['style'] == 'shifted'
+  assert plain_json['annotations'][0]['keypoints'] != shifted_json['annotations'][0]['keypoints']
+  # A style that only changes the camera's colour draws from its own stream: the people, their
+  # labels and even the sensor noise are plain's.
+  monkeypatch.setattr(styles, 'STYLES', dict(styles.STYLES))
+  grey = styles.register(dataclasses.replace(styles.PLAIN, name='grey', stream=9, monochrome=1.))
+  synthetic.generate(tmp_path / 'grey', 'infant_coco', 'val', 2, 0, style=grey)
+  with open(tmp_path / 'grey' / 'annotations.json') as f:
+    grey_json = json.load(f)
+  assert grey_json['info'].pop('style') == 'grey' and grey_json == plain_json
+  with Image.open(tmp_path / 'grey' / 'images' / '000000000001.jpg') as im:
+    pixels = np.asarray(im, np.int16)
+  assert np.abs(pixels[..., 0] - pixels[..., 2]).mean() < 3  # grey up to sensor noise and JPEG
+  with pytest.raises(ValueError, match="stream 9 is 'grey'"):
+    styles.register(dataclasses.replace(grey, name='grey2'))
+
+
+def test_a_style_has_its_own_cache_path_and_unknown_styles_are_refused(tmp_path):
+  cache = str(tmp_path)
+  spec = dict(source='synthetic', population='adult', num=1, seed=0)
+  plain, _ = sources.files(spec, 'val', cache_dir=cache)
+  shifted, images = sources.files({**spec, 'style': 'shifted'}, 'val', cache_dir=cache)
+  root = os.path.join(cache, 'synthetic', f'v{synthetic.GENERATOR_VERSION}')
+  assert plain == os.path.join(root, 'adult-val-n1-s0', 'annotations.json')
+  assert shifted == os.path.join(root, 'adult-shifted-val-n1-s0', 'annotations.json')
+  assert os.path.isdir(images)
+  with open(shifted) as f:
+    assert json.load(f)['info']['style'] == 'shifted'
+  assert sources.files({**spec, 'style': 'plain'}, 'val', cache_dir=cache)[0] == plain
+  with pytest.raises(coco.DataError, match="unknown synthetic style 'cartoon'; known: plain, "
+                                           'shifted'):
+    sources.files({**spec, 'style': 'cartoon'}, 'val', cache_dir=cache)
+  with pytest.raises(coco.DataError, match="unknown synthetic style 'cartoon'"):
+    synthetic.generate_datasets([('adult', 'val', 1, 0, 'cartoon')], cache_dir=cache)
+  with pytest.raises(ValueError, match="unknown style 'cartoon'; choose from plain, shifted"):
+    synthetic.generate(tmp_path / 'd', 'adult', 'val', 1, 0, style='cartoon')
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(cloth_patterns=('paisley',)), r"patterns \['paisley'\] are not some of"),
+    (dict(light_x=(0., 1.)), 'light_x and light_y are set together'),
+    (dict(blur=(1., 2.)), 'blur, gain and noise are set together'),
+    (dict(monochrome=2.), 'monochrome 2.0 is not a probability'),
+    (dict(jpeg_quality=0), 'jpeg_quality 0 is not in 1-95'),
+])
+def test_a_style_record_with_bad_numbers_is_refused(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(styles.PLAIN, name='odd', stream=99, **change)
+
+
 def test_mask_outlines_rasterise_back_to_the_mask():
   rng = np.random.default_rng(0)
   mask = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((60, 80)), 3) > 0.5)
@@ -286,9 +369,11 @@ def _cli(*args):
 def test_cli_writes_the_dataset_and_a_preview(tmp_path):
   preview = tmp_path / 'grid.png'
   done = _cli('--out', str(tmp_path / 'd'), '--population', 'wheelchair', '--split', 'val',
-              '--num', '3', '--seed', '2', '--preview', str(preview))
+              '--num', '3', '--seed', '2', '--style', 'shifted', '--preview', str(preview))
   assert done.returncode == 0, done.stderr
   assert done.stdout.strip() == str(tmp_path / 'd' / 'annotations.json')
+  with open(tmp_path / 'd' / 'annotations.json') as f:
+    assert json.load(f)['info']['style'] == 'shifted'
   with Image.open(preview) as im:
     assert im.format == 'PNG' and min(im.size) >= 256
 
@@ -299,6 +384,7 @@ def test_cli_writes_the_dataset_and_a_preview(tmp_path):
     ('--population', 'adult', '--split', 'train', '--num', 'many'),
     ('--population', 'adult', '--split', 'train', '--num', '2', '--seed', '-3'),
     ('--population', 'adult', '--num', '2'),
+    ('--population', 'adult', '--split', 'train', '--num', '2', '--style', 'cartoon'),
 ])
 def test_cli_bad_arguments_give_a_one_line_error(tmp_path, args):
   done = _cli('--out', str(tmp_path), *args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vitpose_jax.synthetic import POPULATIONS, SPLITS, generate, write_preview
+from vitpose_jax.synthetic import POPULATIONS, SPLITS, STYLES, generate, write_preview
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--num', required=True, type=_int_at_least(1),
                       help='number of person instances')
   parser.add_argument('--seed', type=_int_at_least(0), default=0, help='random seed (default 0)')
+  parser.add_argument('--style', choices=list(STYLES), default='plain',
+                      help='lighting, camera, textures and sensor (default plain)')
   parser.add_argument('--preview', help='also write a PNG grid of images with keypoints drawn')
   args = parser.parse_args(argv)
   try:
-    path = generate(args.out, args.population, args.split, args.num, args.seed)
+    path = generate(args.out, args.population, args.split, args.num, args.seed,
+                    style=args.style)
     if args.preview:
       write_preview(args.out, args.preview)
   except (OSError, ValueError) as e:

@@ -100,6 +100,14 @@ STANDING_VIEW = Upright(bands=((0.6, Yaw(-40., 40.)), (0.85, Yaw(-40., 40., cent
                                (1., Yaw(55., 125., mirrored=True))), elevation=(-8., 15.))
 STREET_OCCLUDERS = ('box', 'blob', 'pole', 'bag')
 
+# Lying on a blanket, seen from above (MINI-RGBD-like): a supine infant faces the camera, a
+# prone one shows its back.
+INFANT_LYING = Population(
+    name='infant', schema='infant_smil25', stream=2, build=INFANT, pose='lying', outfit='baby',
+    view=FromAbove(yaw={'supine': 0., 'prone': 180., 'side': Yaw(40., 80., mirrored=True)}),
+    furniture={}, background='blanket', crowd=0.1, size_alone=(0.6, 1.), size_crowd=(0.4, 0.65),
+    occluder=0.12, occluders=('toy', 'blanket'))
+
 _BUILTIN = (
     Population(
         name='adult', schema='coco17', stream=0, build=ADULT, pose='everyday',
@@ -112,14 +120,7 @@ _BUILTIN = (
         pose='everyday', outfit='everyday', view=STANDING_VIEW, furniture={'sit': 'stool'},
         background='room', crowd=0.15, size_alone=(0.6, 1.), size_crowd=(0.45, 0.9),
         close_up=0.5, occluder=0.2, occluders=STREET_OCCLUDERS),
-    # Lying on a blanket, seen from above (MINI-RGBD-like): a supine infant faces the camera, a
-    # prone one shows its back.
-    Population(
-        name='infant', schema='infant_smil25', stream=2, build=INFANT, pose='lying',
-        outfit='baby', view=FromAbove(yaw={'supine': 0., 'prone': 180.,
-                                           'side': Yaw(40., 80., mirrored=True)}),
-        furniture={}, background='blanket', crowd=0.1, size_alone=(0.6, 1.),
-        size_crowd=(0.4, 0.65), occluder=0.12, occluders=('toy', 'blanket')),
+    INFANT_LYING,
     # Seen from any side half of the time, and from a little above.
     Population(
         name='wheelchair', schema='wheelchair23', stream=3, build=ADULT, pose='seated',
@@ -128,6 +129,9 @@ _BUILTIN = (
         furniture={'seated': 'wheelchair'}, background='room', crowd=0.2,
         size_alone=(0.45, 0.95), size_crowd=(0.35, 0.8), occluder=0.2,
         occluders=STREET_OCCLUDERS),
+    # Infants drawn as above but labelled as SyRIP labels infants, with COCO's 17 body points,
+    # so that a model of COCO-labelled adults is scored on them in its own schema.
+    dataclasses.replace(INFANT_LYING, name='infant_coco', schema='coco17', stream=4),
 )
 
 POPULATIONS: dict[str, Population] = {}

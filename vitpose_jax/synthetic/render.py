@@ -520,14 +520,16 @@ def blanket_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
   return np.clip(image, 0., 1.)
 
 
-def finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-  """Camera-like finishing: a soft blur (anti-aliasing the hard raster edges), exposure and
-  colour-balance jitter and sensor noise. Returns uint8 (H, W, 3)."""
-  sigma = rng.uniform(0.4, 0.9)
+def finish(rng: np.random.Generator, image: np.ndarray, *, blur=(0.4, 0.9), gain=(0.85, 1.15),
+           noise=(0.005, 0.025)) -> np.ndarray:
+  """Camera-like finishing of an (H, W, 3) float image: a soft Gaussian blur (sigma U(*blur)
+  pixels; anti-aliasing the hard raster edges), exposure (U(*gain)) and colour-balance jitter and
+  sensor noise (standard deviation U(*noise) of full scale). Returns uint8 (H, W, 3)."""
+  sigma = rng.uniform(*blur)
   out = ndimage.gaussian_filter(image, (sigma, sigma, 0), mode='nearest', truncate=2.)
-  gain = rng.uniform(0.85, 1.15) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
-  out = out * gain
-  out = out + rng.uniform(0.005, 0.025) * rng.standard_normal(out.shape, dtype=np.float32)
+  factor = rng.uniform(*gain) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
+  out = out * factor
+  out = out + rng.uniform(*noise) * rng.standard_normal(out.shape, dtype=np.float32)
   return (np.clip(out, 0., 1.) * 255. + 0.5).astype(np.uint8)
 
 

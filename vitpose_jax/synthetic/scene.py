@@ -13,12 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from vitpose_jax import skeletons
-from vitpose_jax.synthetic import populations, render
+from vitpose_jax.synthetic import populations, render, styles
 from vitpose_jax.synthetic.body import OUTFITS, Figure, dress, forward, normalized, pick, vary
 from vitpose_jax.synthetic.populations import Population
 from vitpose_jax.synthetic.poses import POSES
 from vitpose_jax.synthetic.props import BACKGROUNDS, FURNITURE, occluder
 from vitpose_jax.synthetic.render import Material
+from vitpose_jax.synthetic.styles import Style
 
 WIDTH_RANGE = (320, 512)
 HEIGHT_RANGE = (256, 448)
@@ -52,16 +53,18 @@ class Scene:
   instances: list[Instance]
 
 
-def _person(rng: np.random.Generator, population: Population) -> tuple[Figure, np.ndarray]:
-  """A dressed figure of ``population`` and the camera-from-body rotation it is seen with."""
+def _person(rng: np.random.Generator, population: Population, style: Style = styles.PLAIN,
+            style_rng: np.random.Generator | None = None) -> tuple[Figure, np.ndarray]:
+  """A dressed figure of ``population`` and the camera-from-body rotation it is seen with, in
+  ``style`` (whose own draws come from ``style_rng``)."""
   build = vary(rng, population.build)
   pose, kind = POSES[population.pose](rng)
   rig = forward(build, pose)
   fig = Figure()
   if kind in population.furniture:
     FURNITURE[population.furniture[kind]](rng, fig, rig, build, pose)
-  dress(rng, fig, rig, build, pose, OUTFITS[population.outfit](rng))
-  return fig, population.view.sample(rng, kind)
+  dress(rng, fig, rig, build, pose, style.outfit(style_rng, OUTFITS[population.outfit](rng)))
+  return fig, style.view(style_rng, population.view.sample(rng, kind))
 
 
 def _extent(fig: Figure, view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +128,10 @@ def _draw(canvas: render.Canvas, fig: Figure, view: np.ndarray, scale: float, sh
       render.polygon(canvas, pts, material, oid, hole=hole, decal_tol=tol)
 
 
-def _scene_layout(rng, population: Population, h: int, w: int, figures, views):
-  """Scale and image offset per person: [(scale, (dx, dy))], image = scale · camera + offset."""
+def _scene_layout(rng, population: Population, h: int, w: int, figures, views,
+                  zoom: float = 1.):
+  """Scale and image offset per person: [(scale, (dx, dy))], image = scale · camera + offset;
+  ``zoom`` multiplies every person's size."""
   count = len(figures)
   single = count == 1
   layout = []
@@ -136,12 +141,12 @@ def _scene_layout(rng, population: Population, h: int, w: int, figures, views):
     size = hi - lo
     if single and population.close_up and rng.random() < population.close_up:
       # A close-up: the head in the upper frame, the legs often cut.
-      scale = rng.uniform(1.1, 2.) * h / size[1]
+      scale = rng.uniform(1.1, 2.) * zoom * h / size[1]
       head = (fig.points['nose'] @ view.T)[:2] * scale
       target = (rng.uniform(0.3, 0.7) * w, rng.uniform(0.12, 0.3) * h)
       layout.append((scale, (target[0] - head[0], target[1] - head[1])))
       continue
-    fraction = rng.uniform(*(population.size_alone if single else population.size_crowd))
+    fraction = rng.uniform(*(population.size_alone if single else population.size_crowd)) * zoom
     scale = fraction * min(h / size[1], (w / size[0]) * (1. if single else 0.8))
     box = size * scale
     if single:
@@ -178,10 +183,17 @@ def _keypoint_table(fig: Figure, names: Sequence[str], view: np.ndarray, scale: 
 
 
 def render_scene(rng: np.random.Generator, population: str | Population,
-                 max_people: int = 3) -> Scene:
+                 max_people: int = 3, *, style: str | Style = 'plain',
+                 style_rng: np.random.Generator | None = None) -> Scene:
   """Renders one image with 1..max_people annotated people of ``population`` (a registered name
-  or a record); RuntimeError if 50 attempts leave someone too hidden to label."""
+  or a record) in ``style`` (a registered name or a record; see
+  :mod:`~vitpose_jax.synthetic.styles`), whose own draws come from ``style_rng`` (default
+  :func:`~vitpose_jax.synthetic.styles.style_rng` of ``rng``). ValueError for an unknown
+  population or style; RuntimeError if 50 attempts leave someone too hidden to label."""
   population = populations.get(population)
+  style = styles.get(style)
+  if style_rng is None:
+    style_rng = styles.style_rng(rng, style)
   schema = skeletons.get(population.schema)
   for _ in range(50):
     count = 1
@@ -191,10 +203,12 @@ def render_scene(rng: np.random.Generator, population: str | Population,
     w = int(rng.integers(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1))
     light = (rng.uniform(-0.8, 0.8), rng.uniform(-0.9, -0.1), -1.)
     ambient = rng.uniform(0.35, 0.6)
-    background = BACKGROUNDS[population.background](rng, h, w, light, ambient)
+    light, ambient = style.lighting(style_rng, light, ambient)
+    background = style.backdrop(
+        style_rng, BACKGROUNDS[population.background](rng, h, w, light, ambient))
     canvas = render.Canvas(background, light, ambient)
-    figures, views = zip(*(_person(rng, population) for _ in range(count)))
-    layout = _scene_layout(rng, population, h, w, figures, views)
+    figures, views = zip(*(_person(rng, population, style, style_rng) for _ in range(count)))
+    layout = _scene_layout(rng, population, h, w, figures, views, style.size(style_rng))
     depth_order = rng.permutation(count)
     prop = canvas.new_owner(-1)
     placed = []
@@ -223,6 +237,6 @@ def render_scene(rng: np.random.Generator, population: str | Population,
   else:
     raise RuntimeError(f'could not place {population.name} people in 50 attempts')
   clean = canvas.image
-  return Scene(render.finish(rng, clean), clean, background, instances)
+  return Scene(style.finish(rng, style_rng, clean), clean, background, instances)
 
 

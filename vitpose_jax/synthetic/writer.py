@@ -17,9 +17,10 @@ from scipy import ndimage
 
 from vitpose_jax import skeletons
 from vitpose_jax.data import coco
-from vitpose_jax.synthetic import populations, render
+from vitpose_jax.synthetic import populations, render, styles
 from vitpose_jax.synthetic.populations import Population
 from vitpose_jax.synthetic.scene import Instance, render_scene
+from vitpose_jax.synthetic.styles import Style
 
 # Synthetic seeds from here on are test seeds (see the package docstring).
 TEST_SEED_START = 1000
@@ -32,7 +33,6 @@ SPLITS = ('train', 'val')
 
 IMAGE_DIR = 'images'
 ANNOTATION_FILE = 'annotations.json'
-JPEG_QUALITY = 90
 
 
 def _rng(seed: int, split: str, population: Population, index: int, shard: int = 0
@@ -103,10 +103,16 @@ def _check(out_dir, split: str, num: int, seed: int):
 
 
 def generate(out_dir: str | os.PathLike, population: str | Population, split: str, num: int,
-             seed: int, shard: int = 0, *, progress: Callable[[int], None] | None = None) -> str:
+             seed: int, shard: int = 0, *, style: str | Style = 'plain',
+             progress: Callable[[int], None] | None = None) -> str:
   """Writes ``num`` synthetic person instances of ``population`` (a registered name or a record)
-  as a COCO dataset in ``out_dir`` and returns the annotation file's path; ValueError on a bad
-  argument.
+  drawn in ``style`` (a registered name or a record, :mod:`~vitpose_jax.synthetic.styles`) as a
+  COCO dataset in ``out_dir`` and returns the annotation file's path; ValueError on a bad
+  argument, an unknown population or style.
+
+  The people, poses and layout of image k are the same draws in every style (see
+  :mod:`~vitpose_jax.synthetic.styles` for when they are not); a style other than ``plain`` is
+  named in the annotation file's ``info.style``.
 
   ``shard`` > 0 draws an independent stream of the same (seed, split, population): large
   datasets are generated as shards in parallel (:mod:`vitpose_jax.synthetic.cache`).
@@ -117,6 +123,7 @@ def generate(out_dir: str | os.PathLike, population: str | Population, split: st
   written last, atomically, so its presence marks a complete dataset.
   """
   population = populations.get(population)
+  style = styles.get(style)
   _check(out_dir, split, num, seed)
   schema = skeletons.get(population.schema)
   image_dir = os.path.join(out_dir, IMAGE_DIR)
@@ -132,10 +139,10 @@ def generate(out_dir: str | os.PathLike, population: str | Population, split: st
   while done < num:
     image_id = len(images) + 1
     scene = render_scene(_rng(seed, split, population, image_id, shard), population,
-                         max_people=min(3, num - done))
+                         max_people=min(3, num - done), style=style)
     file_name = f'{image_id:012d}.jpg'
     buffer = io.BytesIO()
-    Image.fromarray(scene.image).save(buffer, format='JPEG', quality=JPEG_QUALITY)
+    Image.fromarray(scene.image).save(buffer, format='JPEG', quality=style.jpeg_quality)
     with open(os.path.join(image_dir, file_name), 'wb') as f:
       f.write(buffer.getvalue())
     h, w = scene.image.shape[:2]
@@ -149,6 +156,8 @@ def generate(out_dir: str | os.PathLike, population: str | Population, split: st
       'info': {'description': f'vitpose_jax synthetic {population.name} ({split})',
                'generator_version': GENERATOR_VERSION, 'population': population.name,
                'split': split, 'seed': seed, 'schema': schema.name,
+               # Plain data predates styles: its info stays as it was, byte for byte.
+               **({'style': style.name} if style != styles.PLAIN else {}),
                **({'shard': shard} if shard else {})},
       'images': images,
       'annotations': annotations,
