@@ -527,7 +527,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
       heatmaps, _ = net(images, train=train_mode, rng=step_rng)
-      losses = {}
+      losses, terms = {}, {}
       for t, b in batch.items():
         if t not in labelled:
           continue
@@ -536,16 +536,17 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       total = sum(loss_weights[t] * losses[t] for t in losses)
       if mean_teacher is not None:
         t = mean_teacher.target
-        unsupervised, terms = mean_teacher.losses(heatmaps[t], pseudo, batch[t], joint_weights[t])
+        unsupervised, adapt_terms = mean_teacher.losses(heatmaps[t], pseudo, batch[t],
+                                                        joint_weights[t])
         total += loss_weights[t] * unsupervised
-        losses.update({f'{t}_{k}': v for k, v in terms.items()})
+        terms.update({f'{t}_{k}': v for k, v in adapt_terms.items()})
       if teacher_state is not None:
         for t in batch:
           losses[f'{t}_kd'] = codec.heatmap_distillation(heatmaps[t], teacher_heatmaps[t])
           total += kd_weight * loss_weights[t] * losses[f'{t}_kd']
-      return total, (losses, nnx.state(net, nnx.BatchStat))
+      return total, (losses, terms, nnx.state(net, nnx.BatchStat))
 
-    (loss, (losses, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (losses, terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'], state['batch_stats'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
@@ -553,6 +554,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                'train/param_norm': optax.tree.norm(params),
                'train/lr': lr_schedule(state['step'])}
     metrics.update({f'train/{t}_loss': v for t, v in losses.items()})
+    metrics.update({f'train/{k}': v for k, v in terms.items()})
     new_state = {'params': params, 'batch_stats': stats, 'opt_state': opt_state,
                  'step': state['step'] + 1, 'rng': jax.random.key_data(rng)}
     if mean_teacher is not None:
