@@ -44,7 +44,8 @@ class Style:
     name: what specs and the command line call it.
     stream: the key of the style's own random stream (:func:`style_rng`); unique among styles.
     light_x, light_y: ranges of the light direction's image x (either side, equal odds) and y
-      (positive from below), with z = -1 toward the camera; None keeps the scene's light.
+      (positive from below) in the camera frame, with z = -1 (the light on the camera's side);
+      None keeps the scene's light.
     ambient: range of the ambient light fraction (0 black shadows, 1 flat); None keeps the scene's.
     tints: white-balance gains per channel, one picked per image; empty for none.
     exposure: range of an overall gain; None for none.
