@@ -1,11 +1,12 @@
 r"""Adapting a trained model to a population without its labels (SHIFT-style mean teacher).
 
-The source model (default: the shipped `zoo:micro-adult`) keeps learning its labelled source task
-(`coco` on synthetic adults) while a second task, `target` (coco17 schema, its own expert and head
-initialised from the source task's), learns from unlabeled target images only: synthetic infants
-labelled in coco17 and drawn in the `shifted` style (other lighting, camera, textures, sensor
-noise and blur), their labels withheld (`labels=False`). The target's validation data keeps its
-labels, for evaluation only (the run evaluates once, at the end, and picks nothing by it).
+The source model (default: the shipped `zoo:micro-adult`) keeps its one `coco` head (coco17) and
+keeps learning its labelled source data (synthetic adults, plain style; with `source=adult+infant`
+also synthetic infants labelled in coco17 in the plain style, as SyRIP's synthetic part), while
+the `target` stream feeds the same head unlabeled target images: synthetic infants drawn in the
+`shifted` style (other lighting, camera, textures, sensor noise and blur), their labels withheld
+(`labels=False`, `model_task='coco'`). The target's validation data keeps its labels, for
+evaluation only: the run evaluates once, at the end, and picks nothing by it.
 
   # mean teacher (EMA teacher on weak views → student on strong views, confident joints only)
   python -m vitpose_jax.main --config=configs/adapt.py:method=meanteacher --workdir=/tmp/mt
@@ -23,8 +24,9 @@ read), or `{'source': 'detections', 'detections': D, 'images': DIR}` for an imag
 person detector's boxes; `--config.tasks.target.val=` labelled data of the target, and
 `--config.adapt.prior.poses=` a COCO file of target-schema poses for the prior.
 
-Arguments: `method=meanteacher|source`, `prior`, `silhouette`, `steps=`, `seed=`, `source=RUN`
-(the starting model), `runlocal`.
+Arguments: `method=meanteacher|source`, `prior`, `silhouette`, `source=adult|adult+infant` (the
+labelled source data), `weak` (method=source: the teacher's weak augmentation on the source
+instead of the strong one), `steps=`, `seed=`, `init=RUN` (the starting model), `runlocal`.
 """
 
 import dataclasses
@@ -44,6 +46,7 @@ WEAK = dict(half_body_prob=0.0, scale_factor=0.0, rotation_prob=0.0, jitter_prob
 STRONG = dict(scale_factor=0.3, rotation_factor=30.0, rotation_prob=0.6, jitter_prob=0.3,
               brightness=0.4, contrast=0.4, saturation=0.4, blur=1.5, noise=8.0)
 METHODS = ('meanteacher', 'source')
+SOURCES = ('adult', 'adult+infant')
 
 
 def _data(population: str, num: int, seed: int, **extra) -> dict:
@@ -52,30 +55,41 @@ def _data(population: str, num: int, seed: int, **extra) -> dict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = configlib.parse_arg(arg, method='meanteacher', prior=False, silhouette=False,
-                            runlocal=False, steps=600, seed=0, source=SOURCE_MODEL)
+                            source='adult', weak=False, runlocal=False, steps=300, seed=0,
+                            init=SOURCE_MODEL)
   if arg.method not in METHODS:
     raise ValueError(f'config argument method={arg.method!r}: use {" or ".join(METHODS)}')
+  if arg.source not in SOURCES:
+    raise ValueError(f'config argument source={arg.source!r}: use {" or ".join(SOURCES)}')
   if arg.method == 'source' and (arg.prior or arg.silhouette):
     raise ValueError('config arguments prior and silhouette need method=meanteacher')
+  if arg.weak and arg.method != 'source':
+    raise ValueError('config argument weak is for method=source (the mean teacher\'s student '
+                     'always sees the strong view)')
   config = configlib.sibling_config(__file__, 'multitask').get_config(
       'tasks=coco,scratch' + (',runlocal' if arg.runlocal else ''))
   n_source, n_target, n_val, n_poses = ((48, 48, 8, 48) if arg.runlocal else
                                         (8000, 2000, 200, 2000))
+  batch = 2 if arg.runlocal else 32
   config.seed = arg.seed
   config.model.variant = 'init_from'
-  config.init_from = arg.source
+  config.init_from = arg.init
   # Labelled source data: the shipped model's own pretraining set.
   config.tasks.coco.train = _data('adult', n_source, 0)
-  config.tasks.coco.batch_size = 2 if arg.runlocal else 32
+  config.tasks.coco.batch_size = batch
   target_val = _data(TARGET_POPULATION, n_val, 0, style=TARGET_STYLE)
+  if arg.source == 'adult+infant':
+    config.tasks.infant_plain = dict(
+        schema='coco17', model_task='coco', train=_data(TARGET_POPULATION, n_target, 0),
+        val=_data(TARGET_POPULATION, n_val, 0), batch_size=batch, loss_weight=1.0)
   if arg.method == 'meanteacher':
+    # Seed 2: other infants than the labelled plain-style ones (seed 0) and the prior's (1).
     config.tasks.target = dict(
-        schema='coco17', expert=1,
-        train=_data(TARGET_POPULATION, n_target, 0, style=TARGET_STYLE, labels=False),
-        val=target_val, batch_size=2 if arg.runlocal else 32, loss_weight=1.0)
-    config.expert_from = {'target': 'coco'}
+        schema='coco17', model_task='coco',
+        train=_data(TARGET_POPULATION, n_target, 2, style=TARGET_STYLE, labels=False),
+        val=target_val, batch_size=batch, loss_weight=1.0)
   config.epoch_task = 'coco'
-  config.data.augment.update(STRONG)
+  config.data.augment.update(WEAK if arg.weak else STRONG)
   config.adapt = dict(
       method='meanteacher' if arg.method == 'meanteacher' else '',
       target='target',
@@ -94,9 +108,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       silhouette_weight=0.01 if arg.silhouette else 0.0,
   )
   # One evaluation, of the target, at the end: no checkpoint is picked with target labels.
-  config.evals = {'target': dict(type='keypoints',
-                                 task='target' if arg.method == 'meanteacher' else 'coco',
-                                 data=target_val, batch_size=2 if arg.runlocal else 32)}
+  config.evals = {'target': dict(type='keypoints', task='coco', data=target_val,
+                                 batch_size=batch)}
   config.eval_every_steps = 0
   config.checkpoint.best_metric = ''
   config.optimizer.lr = 2e-4

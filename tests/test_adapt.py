@@ -5,7 +5,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -25,7 +24,7 @@ def _adapt_config(arg='method=meanteacher,runlocal', **overrides):
 
 
 def _step_setup(config, mean_teacher=None):
-  mcfg = tiny_config(TASKS)
+  mcfg = tiny_config({'coco': 'coco17'})
   model = models.create_model(mcfg, seed=0)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   replicated = NamedSharding(Mesh(np.array(jax.devices()[:1]), ('data',)), P())
@@ -56,7 +55,7 @@ def _batch(rng, n=2, views=False):
 
 def test_an_unlabeled_task_never_gets_a_supervised_loss(cache):
   config = _adapt_config()
-  mt = meanteacher.MeanTeacher(target='target', decay=0.9, threshold=0.0, consistency_weight=1.0,
+  mt = meanteacher.MeanTeacher(target='target', model_task='coco', decay=0.9, threshold=0.0, consistency_weight=1.0,
                                flip_index=tuple(range(17)), input_size=SMALL_IMAGE,
                                heatmap_size=(16, 12))
   _, state, step = _step_setup(config, mt)
@@ -70,7 +69,7 @@ def test_an_unlabeled_task_never_gets_a_supervised_loss(cache):
           0, 1, batch['target'][name].shape).astype(np.float32) * 40
     new, metrics = step(jax.tree.map(jnp.copy, state), batch, None)
     results.append(new)
-    assert 'train/target_loss' not in metrics
+    assert 'train/target_loss' not in metrics and 'train/coco_loss' in metrics
     assert {'train/coco_loss', 'train/target_consistency', 'train/target_confident'} <= set(
         metrics)
   for a, b in zip(jax.tree.leaves(results[0]['params']), jax.tree.leaves(results[1]['params'])):
@@ -81,7 +80,7 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
   config = _adapt_config()
   with config.unlocked():
     config.adapt.method = ''
-  mcfg = tiny_config(TASKS)
+  mcfg = tiny_config({'coco': 'coco17'})
   with pytest.raises(train.TrainingError, match=r"tasks \['target'\] have labels=False"):
     train._mean_teacher(config, mcfg)
   config = _adapt_config()
@@ -93,7 +92,7 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
 
 def test_the_teacher_follows_the_student_by_ema_and_is_checkpointed(cache, tmp_path):
   config = _adapt_config()
-  mt = meanteacher.MeanTeacher(target='target', decay=0.75, threshold=0.5,
+  mt = meanteacher.MeanTeacher(target='target', model_task='coco', decay=0.75, threshold=0.5,
                                consistency_weight=1.0, flip_index=tuple(range(17)),
                                input_size=SMALL_IMAGE, heatmap_size=(16, 12))
   mcfg, state, step = _step_setup(config, mt)
@@ -117,7 +116,7 @@ def test_adapt_meanteacher_runlocal_runs_end_to_end(cache, tmp_path):
   config = _adapt_config('method=meanteacher,prior,silhouette,runlocal')
   metrics = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert metrics['step'] == 3
-  assert 'target/AP' in metrics
+  assert 'target/AP' in metrics and 'coco/AP' not in metrics
   rows = [__import__('json').loads(line)
           for line in open(tmp_path / 'run' / 'metrics.jsonl')]
   assert {'train/coco_loss', 'train/target_consistency', 'train/target_prior',

@@ -392,11 +392,11 @@ def test_an_annotation_of_an_unlisted_image_is_counted_not_scored():
 
 def test_mean_ap_leaves_out_tasks_without_ground_truth(monkeypatch):
   class Fixed:
-    def __init__(self, task, ap):
-      self.task, self.ap = task, ap
+    def __init__(self, task, ap, name):
+      self.name, self.ap = name, ap
 
     def run(self, predictor):
-      return {f'{self.task}/AP': self.ap}
+      return {f'{self.name}/AP': self.ap}
 
   monkeypatch.setitem(evaluators.EVALUATORS, 'fixed', Fixed)
   got = evaluators.run_evaluators({t: dict(type='fixed', task=t, ap=ap) for t, ap in
@@ -405,6 +405,12 @@ def test_mean_ap_leaves_out_tasks_without_ground_truth(monkeypatch):
   assert got['mean/excluded'] == 'b (AP -1: no ground truth to score)'
   got = evaluators.run_evaluators({'b': dict(type='fixed', task='b', ap=-1.0)}, None)
   assert got['mean/AP'] == -1.0
+  # Two evaluations of one task (its val data and a target population) keep their own names:
+  # neither overwrites the other's metrics.
+  got = evaluators.run_evaluators({'val': dict(type='fixed', task='coco', ap=0.5),
+                                   'target': dict(type='fixed', task='coco', ap=0.1)}, None)
+  assert (got['val/AP'], got['target/AP']) == (0.5, 0.1)
+  assert got['mean/AP'] == pytest.approx(0.3)
 
 
 def test_run_evaluation_reports_instances_the_loader_skipped(tmp_path):

@@ -55,9 +55,34 @@ class TrainingError(RuntimeError):
 TRAINABLE = ('all', 'experts+heads', 'heads', 'tokens')
 
 
+def model_task(config: ml_collections.ConfigDict, name: str) -> str:
+  """The model task whose expert and head task ``name`` trains: ``tasks.<name>.model_task``
+  when set (a data stream of another task, e.g. its unlabeled target images), else the task
+  itself."""
+  return config.tasks[name].get('model_task') or name
+
+
+def model_tasks(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+  """``(name, task config)`` of the tasks the model has: those trained through their own head.
+  TrainingError when a task names a ``model_task`` that is not one of them, or another schema."""
+  own = [(name, t) for name, t in config.tasks.items() if model_task(config, name) == name]
+  names = {name for name, _ in own}
+  for name, t in config.tasks.items():
+    target = model_task(config, name)
+    if target == name:
+      continue
+    if target not in names:
+      raise TrainingError(f'tasks.{name}.model_task {target!r} is not a task with its own head '
+                          f'({", ".join(sorted(names))})')
+    if t.schema != config.tasks[target].schema:
+      raise TrainingError(f'tasks.{name}.schema {t.schema!r} differs from the schema of its '
+                          f'model_task {target!r} ({config.tasks[target].schema!r})')
+  return own
+
+
 def model_config_from_training(config: ml_collections.ConfigDict) -> models.ModelConfig:
   """The network a training config describes (``config.model`` + one task per
-  ``config.tasks``). ``config.model.variant = 'init_from'`` takes the network's geometry (width,
+  ``config.tasks`` entry with its own head: :func:`model_tasks`). ``config.model.variant = 'init_from'`` takes the network's geometry (width,
   depth, P, decoder, input size) from the run ``config.init_from`` names, with the config's tasks.
   """
   m = config.model
@@ -67,7 +92,7 @@ def model_config_from_training(config: ml_collections.ConfigDict) -> models.Mode
   expert_dim = variant.expert_dim if m.expert_dim < 0 else m.expert_dim
   tasks = tuple(
       models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i), head=m.decoder)
-      for i, (name, t) in enumerate(config.tasks.items()))
+      for i, (name, t) in enumerate(model_tasks(config)))
   overrides = {'expert_dim': expert_dim} if expert_dim > 0 else {}
   overrides['num_knowledge_tokens'] = m.get('knowledge_tokens', 0)
   if config.get('tokens_from'):
@@ -96,7 +121,7 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
   tasks = tuple(
       models.TaskSpec(name, skeletons.get(t.schema), expert=t.get('expert', i) if factorized else 0,
                       head=source.tasks[0].head)
-      for i, (name, t) in enumerate(config.tasks.items()))
+      for i, (name, t) in enumerate(model_tasks(config)))
   return dataclasses.replace(
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
@@ -189,7 +214,7 @@ def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   if others:
     raise TrainingError(f'tasks {others} have labels=False training data but only '
                         f'config.adapt.target ({adapt.target}) is trained without labels')
-  schema = mcfg.task(adapt.target).schema
+  schema = mcfg.task(model_task(config, adapt.target)).schema
   prior = None
   if adapt.prior.weight:
     from vitpose_jax.adapt import prior as prior_lib
@@ -203,7 +228,7 @@ def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
       print(f'pose prior: a {prior.components}-component Gaussian mixture over the normalised '
             f'poses of {adapt.prior.poses.to_dict()}', flush=True)
   return meanteacher.MeanTeacher(
-      target=adapt.target, decay=adapt.ema_decay, threshold=adapt.confidence,
+      target=adapt.target, model_task=model_task(config, adapt.target), decay=adapt.ema_decay, threshold=adapt.confidence,
       consistency_weight=adapt.consistency_weight, flip_index=tuple(schema.flip_index),
       input_size=mcfg.image_size, heatmap_size=mcfg.heatmap_size, beta=adapt.soft_argmax_beta,
       prior=prior, prior_weight=adapt.prior.weight, silhouette_weight=adapt.silhouette_weight)
@@ -234,11 +259,12 @@ def _plots(model, config, workdir: str):
   os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
   sources = _sources(config, 'val')
   for name, source in sources.items():
-    schema = predictor.config.task(name).schema
+    head = model_task(config, name)
+    schema = predictor.config.task(head).schema
     tiles = []
     for i in range(min(config.plots, len(source))):
       element = source[i]
-      (instance,) = predictor.predict_image(name, element['image'], [element['bbox'].tolist()])
+      (instance,) = predictor.predict_image(head, element['image'], [element['bbox'].tolist()])
       tiles.append(draw_pose(element['image'], [instance['keypoints']], schema,
                              boxes=[element['bbox'].tolist()]))
     if not tiles:
@@ -433,7 +459,7 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   adapt = config.get('adapt') or {}
   tasks = []
   for name, t in config.tasks.items():
-    schema = mcfg.task(name).schema
+    schema = mcfg.task(model_task(config, name)).schema
     if adapt.get('method') == 'meanteacher' and name == adapt.target:
       steps = (transforms.TwoViews(
           schema, mcfg.image_size, weak=transforms.AugmentConfig(**adapt.weak_augment),
@@ -507,26 +533,45 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
-  joint_weights = {t.name: jnp.asarray(t.schema.joint_weights) for t in mcfg.tasks}
+  heads = {name: model_task(config, name) for name in config.tasks}
+  joint_weights = {name: jnp.asarray(mcfg.task(heads[name]).schema.joint_weights)
+                   for name in config.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
   labelled = set(config.tasks) if labelled is None else set(labelled)
+
+  def forward(net, images, **kwargs):
+    """``{task: heatmaps}`` for ``{task: images}``: the tasks that train one model task's head
+    (:func:`model_task`) go through it together, as one segment."""
+    routes = {}
+    for t in images:
+      routes.setdefault(heads[t], []).append(t)
+    inputs = {m: jnp.concatenate([images[t] for t in ts]) if len(ts) > 1 else images[ts[0]]
+              for m, ts in routes.items()}
+    heatmaps, _ = net(inputs, **kwargs)
+    out = {}
+    for m, ts in routes.items():
+      start = 0
+      for t in ts:
+        out[t] = heatmaps[m][start:start + images[t].shape[0]]
+        start += images[t].shape[0]
+    return out
 
   def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
     images = {t: b['image'] for t, b in batch.items()}
     if teacher_state is not None:
-      teacher_heatmaps, _ = nnx.merge(teacher_graphdef, teacher_state)(images)
+      teacher_heatmaps = forward(nnx.merge(teacher_graphdef, teacher_state), images)
     if mean_teacher is not None:
       target = mean_teacher.target
       ema = nnx.merge(graphdef, state['teacher']['params'], state['teacher']['batch_stats'])
-      weak, _ = ema({target: batch[target]['image_weak']})
+      weak = forward(ema, {target: batch[target]['image_weak']})
       pseudo = mean_teacher.teacher_targets(weak[target], batch[target])
 
     def loss_fn(params, batch_stats):
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
-      heatmaps, _ = net(images, train=train_mode, rng=step_rng)
+      heatmaps = forward(net, images, train=train_mode, rng=step_rng)
       losses, terms = {}, {}
       for t, b in batch.items():
         if t not in labelled:

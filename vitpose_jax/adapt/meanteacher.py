@@ -102,6 +102,8 @@ class MeanTeacher:
 
   Attributes:
     target: the task whose batches hold two views (``image`` strong, ``image_weak``, ...).
+    model_task: the model task whose expert and head the target trains (the target itself, or a
+      labelled task whose head it shares: ``tasks.<target>.model_task``).
     decay: the teacher's EMA decay per step.
     threshold: the teacher's heatmap peak from which a joint counts in the consistency loss.
     consistency_weight: weight of :func:`consistency_loss` in the total loss.
@@ -115,6 +117,7 @@ class MeanTeacher:
   """
 
   target: str
+  model_task: str
   decay: float
   threshold: float
   consistency_weight: float

@@ -36,6 +36,9 @@ EVALUATORS: dict[str, type] = {}
 
 
 def register(name: str):
+  """Registers an evaluator class as ``type=name`` in ``config.evals`` entries. It is built with
+  the entry's other fields plus ``name``, the entry's name, which prefixes its metrics
+  (``<name>/AP``), and ``run(predictor)`` returns them."""
   def wrap(cls):
     EVALUATORS[name] = cls
     return cls
@@ -158,12 +161,16 @@ class KeypointEvaluator:
     batch_size: crops per forward pass.
     results_out: optional path to write the predictions in COCO results format, each with the
       ``category_id`` of its instance (or detection) exactly as the data writes it.
+    name: the metrics' prefix (default: ``task``); :func:`run_evaluators` passes the evals
+      entry's name, so that two evaluations of one task (its val data and a target population,
+      say) keep apart.
   """
 
   def __init__(self, *, task: str, data: Mapping[str, Any], detections: str | None = None,
                batch_size: int = 32, nms_threshold: float = 0.9, results_out: str | None = None,
-               cache_dir: str | None = None):
+               cache_dir: str | None = None, name: str | None = None):
     self.task, self.data, self.detections = task, dict(data), detections
+    self.name = name or task
     self.batch_size, self.nms_threshold, self.results_out = batch_size, nms_threshold, results_out
     self.cache_dir = cache_dir
 
@@ -174,7 +181,7 @@ class KeypointEvaluator:
       raise DataError(f'evaluator {self.task!r}: {e}') from None
 
   def run(self, predictor) -> dict[str, Any]:
-    """The task's metrics, prefixed ``<task>/``: those of the scorer (COCO AP/AR and their
+    """The task's metrics, prefixed ``<name>/`` (the task's name by default): those of the scorer (COCO AP/AR and their
     counts; per part for schemas with parts), PCK on ground-truth boxes, ``box_source``,
     ``instances`` (predictions scored), ``gt_missed_by_loader`` (ground-truth instances the
     loader skipped, e.g. for a missing image, that the AP still scores: each is a miss), with
@@ -185,7 +192,7 @@ class KeypointEvaluator:
     annotations, images = self._files()
     height, width = predictor.config.image_size
     gt_records, loader = coco.read_coco(annotations, images, schema, aspect_ratio=width / height)
-    prefix = f'{self.task}/'
+    prefix = f'{self.name}/'
     out: dict[str, Any] = {}
     skipped = []
     if self.detections:
@@ -272,7 +279,8 @@ def make_evaluator(config: Mapping[str, Any], **defaults):
 
 
 def run_evaluators(evals: Mapping[str, Mapping[str, Any]], predictor, **defaults):
-  """Runs every configured evaluator; adds ``mean/AP``, the mean of the tasks' ``<task>/AP``.
+  """Runs every configured evaluator, each entry's metrics prefixed with its name
+  (``evals.<name>``: ``<name>/AP``, ...); adds ``mean/AP``, the mean of their ``<name>/AP``.
 
   A task whose AP is -1 (COCOeval's "no ground truth to score") has no AP to average: it is left
   out and named in ``mean/excluded``. When no task has an AP >= 0, ``mean/AP`` is -1 too.
@@ -280,7 +288,7 @@ def run_evaluators(evals: Mapping[str, Mapping[str, Any]], predictor, **defaults
   out: dict[str, Any] = {}
   for name, config in evals.items():
     try:
-      evaluator = make_evaluator(config, **defaults)
+      evaluator = make_evaluator({'name': name, **config}, **defaults)
     except (TypeError, ValueError) as e:
       raise ValueError(f'evals.{name}: {e}') from None
     out.update(evaluator.run(predictor))
