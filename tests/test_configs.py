@@ -42,6 +42,14 @@ OVERRIDES = [
     ('distill.py:stage=student', ['--config.teacher=/tmp/t', '--config.tokens_from=/tmp/k']),
     ('multitask.py', ["--config.evals.coco.data={'source': 'synthetic', 'population': 'adult', "
                       "'num': 4, 'seed': 7}"]),
+    ('adapt.py:method=meanteacher,prior', [
+        "--config.tasks.target.train={'source': 'coco', 'annotations': 'a.json', 'images': 'i/', "
+        "'labels': False}",
+        "--config.tasks.target.val={'source': 'coco', 'annotations': 'v.json', 'images': 'i/'}",
+        "--config.adapt.prior.poses={'source': 'coco', 'annotations': 'p.json', 'images': 'i/'}"]),
+    ('adapt.py:method=meanteacher', [
+        "--config.tasks.target.train={'source': 'detections', 'detections': 'd.json', "
+        "'images': 'i/'}"]),
 ]
 
 
@@ -87,7 +95,7 @@ COMMANDS = _documented_commands()
 def test_the_docs_give_commands():
   assert len(COMMANDS) >= 15
   assert {spec.split(':')[0] for _, spec, _ in COMMANDS} == {
-      'multitask.py', 'single_task.py', 'finetune.py', 'distill.py'}
+      'multitask.py', 'single_task.py', 'finetune.py', 'distill.py', 'adapt.py'}
 
 
 @pytest.mark.parametrize('doc,spec,overrides', COMMANDS + [('', s, o) for s, o in OVERRIDES],
