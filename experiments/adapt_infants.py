@@ -1,10 +1,16 @@
 r"""Adapting the shipped adult model to infants without infant labels (SHIFT-style mean teacher).
 
-Source: ``zoo:micro-adult`` (coco17 on synthetic adults). Target: synthetic infants labelled in
-coco17 and drawn in the ``shifted`` style (lighting, camera, textures, sensor noise, blur), whose
-training images reach the runs without labels (configs/adapt.py). Arms (``--arms``, by key):
+Source model: ``zoo:micro-adult`` (coco17 on synthetic adults). Target: synthetic infants labelled
+in coco17 and drawn in the ``shifted`` style (lighting, camera, textures, sensor noise, blur),
+whose training images reach the runs without labels (configs/adapt.py). Labelled source data
+(``--source``): ``adult`` (the shipped model's own adults), or ``adult+infant`` (those and
+synthetic infants in the plain style, labelled, as SyRIP's synthetic part: the shipped model
+scores AP 0.0004 on plain infants, experiments/results/style_gap, so from adults alone every arm
+starts from nothing). Arms (``--arms``, by key):
 
-  source        the shipped model as it is (no training; the same number for every seed);
+  source        with --source adult: the shipped model as it is (no training, one number);
+                with adult+infant: fine-tuned on the labelled source with the teacher's weak
+                augmentation (flip only; configs/adapt.py:method=source,weak);
   source-aug    fine-tuned on the labelled source alone with the strong augmentation
                 (configs/adapt.py:method=source);
   meanteacher   + the target's unlabeled images: EMA teacher on weak views, consistency of the
@@ -31,7 +37,7 @@ import os
 
 import common
 
-ARMS = {'source': ('source only', None),
+ARMS = {'source': ('source only', 'method=source,weak'),
         'source-aug': ('source + strong aug', 'method=source'),
         'meanteacher': ('mean teacher', 'method=meanteacher'),
         'prior': ('+ prior', 'method=meanteacher,prior'),
@@ -56,13 +62,22 @@ def test_metrics(run: str, task: str, test: dict, path: str) -> dict:
   return metrics
 
 
+def batches(batch: int, arg: str) -> dict:
+  """Overrides giving every stream of configs/adapt.py:ARG ``batch`` samples per step."""
+  cfg = common.config_module('adapt').get_config(arg)
+  return {f'tasks.{name}.batch_size': batch for name in cfg.tasks}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--out', default=os.path.join(common.ROOT, 'experiments', 'results',
-                                                    'adapt_infants'))
+  parser.add_argument('--source', default='adult+infant', choices=('adult', 'adult+infant'),
+                      help='the labelled source data (configs/adapt.py:source=)')
+  parser.add_argument('--out', default='',
+                      help='default: experiments/results/adapt_infants/<source>')
   parser.add_argument('--runs', default='', help='run directories (default: OUT/runs)')
   parser.add_argument('--arms', default=','.join(ARMS), help=f'from: {", ".join(ARMS)}')
   parser.add_argument('--steps', type=int, default=300)
+  parser.add_argument('--batch', type=int, default=16, help='samples per stream and step')
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--num-test', type=int, default=300)
   parser.add_argument('--test-seed', type=int, default=1000)
@@ -87,29 +102,30 @@ def main(argv=None):
 
   adapt = common.config_module('adapt')
   command = common.command_line(__file__)
-  runs = args.runs or os.path.join(args.out, 'runs')
+  out = args.out or os.path.join(common.ROOT, 'experiments', 'results', 'adapt_infants',
+                                 args.source.replace('+', '_'))
+  runs = args.runs or os.path.join(out, 'runs')
   test = dict(source='synthetic', population=adapt.TARGET_POPULATION, num=args.num_test,
               seed=args.test_seed, style=adapt.TARGET_STYLE)
-  saved = os.path.join(args.out, 'results.json')
+  saved = os.path.join(out, 'results.json')
   results = {}
   if os.path.exists(saved):
     with open(saved) as f:
       results = {a: r for a, r in json.load(f).get('per_seed', {}).items() if a in ARMS}
   for arm in arms:
-    label, arg = ARMS[arm]
     scores = []
     for seed in range(args.seeds):
-      if arg is None:
+      if arm == 'source' and args.source == 'adult':
         metrics = test_metrics(adapt.SOURCE_MODEL, 'coco', test,
                                os.path.join(runs, 'source', 'test_metrics.json'))
         scores.append({'test AP': metrics['target/AP'], 'val AP': None})
         continue
       workdir = os.path.join(runs, f'{arm}-seed{seed}')
+      arg = f'{ARMS[arm][1]},source={args.source}'
       cfg = common.config('adapt', f'{arg},steps={args.steps},seed={seed}',
-                          {**common.QUIET, **extra})
+                          {**common.QUIET, **batches(args.batch, arg), **extra})
       final = common.run(cfg, workdir, train.train_and_evaluate)
-      task = 'coco' if arm == 'source-aug' else 'target'
-      metrics = test_metrics(workdir, task, test, os.path.join(workdir, 'test_metrics.json'))
+      metrics = test_metrics(workdir, 'coco', test, os.path.join(workdir, 'test_metrics.json'))
       scores.append({'test AP': metrics['target/AP'], 'val AP': final['target/AP']})
     results[arm] = scores
 
@@ -128,7 +144,8 @@ def main(argv=None):
   preamble = (
       f'Test AP (synthetic {adapt.TARGET_POPULATION}, style {adapt.TARGET_STYLE}, seed '
       f'{args.test_seed}, {args.num_test} instances, ground-truth boxes, flip test) after '
-      f'{args.steps} steps (32 source + 32 target samples per step; configs/adapt.py), mean ± '
+      f'{args.steps} steps ({args.batch} samples of each labelled source stream and of the '
+      f'target per step; labelled source: {args.source}; configs/adapt.py), mean ± '
       f'std over seeds 0..{args.seeds - 1}; val AP: the run\'s own evaluation on the target\'s '
       'val data (seed 0). "vs source" and "vs source + aug": difference of the means, and in '
       'units of the pooled std.')
@@ -136,11 +153,11 @@ def main(argv=None):
   rows = [[ARMS[a][0], common.pm(*table[a], len(results[a])), versus(a, 'source'),
            versus(a, 'source-aug'), common.pm(*val[a], len(results[a])) if a in val else '—']
           for a in present]
-  text = common.write_results(args.out, command, preamble, header, rows,
+  text = common.write_results(out, command, preamble, header, rows,
                               {'per_seed': results, 'table': table, 'val': val,
                                'steps': args.steps, 'test': test, 'overrides': extra})
   common.bar_plot({ARMS[a][0]: {'infants, shifted': table[a]} for a in present},
-                  ['infants, shifted'], os.path.join(args.out, 'ap.png'), 'test AP')
+                  ['infants, shifted'], os.path.join(out, 'ap.png'), 'test AP')
   print(text)
 
 

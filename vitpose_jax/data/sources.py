@@ -5,8 +5,9 @@ folder its ``file_name`` entries are relative to); a source kind says where a sp
 making them first if it must. Built in:
 
 - ``coco``: ``dict(source='coco', annotations=PATH, images=DIR)``, files already on disk.
-- ``synthetic``: ``dict(source='synthetic', population=NAME, num=N, seed=0)``, generated into the
-  cache by :mod:`vitpose_jax.synthetic` (imported on first use of the kind).
+- ``synthetic``: ``dict(source='synthetic', population=NAME, num=N, seed=0, style='plain')``,
+  generated into the cache by :mod:`vitpose_jax.synthetic` (imported on first use of the kind);
+  ``style`` names a rendering style (``plain``, ``shifted``: :mod:`vitpose_jax.synthetic.styles`).
 - ``detections``: ``dict(source='detections', detections=PATH, images=DIR, min_score=0.0)``,
   person boxes without keypoints, turned into a COCO file in the cache by
   :mod:`vitpose_jax.data.detections`; always unlabelled.
