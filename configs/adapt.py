@@ -105,7 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # The target's camera: the image-plane poses of the shifted style's tilted camera differ
       # from the plain style's (fitted on plain-style poses, prior + silhouette fell from val
       # PCK@0.2 0.62 to 0.49 in a 150-step run).
+      # quantile: poses less plausible than this fraction of the prior's own are penalised.
       prior=dict(weight=1e-4 if arg.prior else 0.0, components=2 if arg.runlocal else 8,
+                 quantile=0.9,
                  poses=_data(TARGET_POPULATION, n_poses, 1, style=TARGET_STYLE) if arg.prior
                  else config_dict.placeholder(ml_collections.ConfigDict)),
       silhouette_weight=0.01 if arg.silhouette else 0.0,

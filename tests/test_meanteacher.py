@@ -122,3 +122,27 @@ def test_silhouette_penalty_zero_inside_and_growing_outside():
   assert float(grad[0, 0, 0]) > 0
   # A sample without a mask contributes nothing.
   assert float(kp.silhouette_penalty(jnp.array([[[90.0, 5.0]]]), distance, jnp.zeros((1,)))) == 0
+
+
+class _ConstantPrior:
+  """A prior whose negative log-likelihood is a fixed value per pose."""
+
+  def __init__(self, values):
+    self.values = jnp.asarray(values, jnp.float32)
+
+  def nll(self, keypoints):
+    return self.values + 0.0 * keypoints.sum(axis=(-1, -2))
+
+
+def test_the_prior_term_penalises_only_poses_beyond_the_margin():
+  heatmaps, _ = codec.udp_targets(jnp.full((2, 3, 2), 40.0), jnp.ones((2, 3)),
+                                  image_size=INPUT, heatmap_size=HEATMAP, sigma=2.0)
+  batch = {'view_transform': jnp.tile(jnp.eye(3), (2, 1, 1)), 'view_flip': jnp.zeros(2)}
+  mt_ = mt.MeanTeacher(target='t', model_task='t', decay=0.9, threshold=0.5,
+                       consistency_weight=1.0, flip_index=(0, 1, 2), input_size=INPUT,
+                       heatmap_size=HEATMAP, prior=_ConstantPrior([3.0, 10.0]), prior_weight=0.5,
+                       prior_margin=4.0)
+  total, terms = mt_.losses(heatmaps, heatmaps, batch)
+  # Only the second pose is beyond the margin, by 6 nats: a mean of (0 + 6) / 2.
+  assert float(terms['prior']) == pytest.approx(3.0)
+  assert float(total) == pytest.approx(0.5 * 3.0 + float(terms['consistency']))

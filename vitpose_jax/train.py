@@ -215,23 +215,31 @@ def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
     raise TrainingError(f'tasks {others} have labels=False training data but only '
                         f'config.adapt.target ({adapt.target}) is trained without labels')
   schema = mcfg.task(model_task(config, adapt.target)).schema
-  prior = None
+  prior, prior_margin = None, 0.0
   if adapt.prior.weight:
     from vitpose_jax.adapt import prior as prior_lib
 
     if adapt.prior.get('poses') is None:
       raise TrainingError('config.adapt.prior.weight is set but config.adapt.prior.poses (a data '
                           'spec of target-schema poses) is not')
-    prior = prior_lib.pose_prior_from_spec(adapt.prior.poses.to_dict(), schema,
-                                           components=adapt.prior.components, seed=config.seed)
+    annotations, _ = data_sources.files(adapt.prior.poses.to_dict(), 'train')
+    poses, visible = prior_lib.read_poses(annotations, schema)
+    prior = prior_lib.fit_pose_prior(poses, visible, schema, components=adapt.prior.components,
+                                     seed=config.seed, source=annotations)
+    # Penalise only poses less plausible than most of the target's own: the mixture's density
+    # keeps rising toward its modes, and a penalty without a floor pulls every pose toward them.
+    full = (visible > 0).all(-1)
+    prior_margin = float(np.quantile(np.asarray(prior.nll(poses[full])), adapt.prior.quantile))
     if jax.process_index() == 0:
       print(f'pose prior: a {prior.components}-component Gaussian mixture over the normalised '
-            f'poses of {adapt.prior.poses.to_dict()}', flush=True)
+            f'poses of {adapt.prior.poses.to_dict()}; penalised above {prior_margin:.2f} nats '
+            f'(its {adapt.prior.quantile:g} quantile on those poses)', flush=True)
   return meanteacher.MeanTeacher(
       target=adapt.target, model_task=model_task(config, adapt.target), decay=adapt.ema_decay, threshold=adapt.confidence,
       consistency_weight=adapt.consistency_weight, flip_index=tuple(schema.flip_index),
       input_size=mcfg.image_size, heatmap_size=mcfg.heatmap_size, beta=adapt.soft_argmax_beta,
-      prior=prior, prior_weight=adapt.prior.weight, silhouette_weight=adapt.silhouette_weight)
+      prior=prior, prior_weight=adapt.prior.weight, prior_margin=prior_margin,
+      silhouette_weight=adapt.silhouette_weight)
 
 
 def _sources(config, split_key: str):

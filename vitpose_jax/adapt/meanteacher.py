@@ -112,7 +112,11 @@ class MeanTeacher:
     beta: sharpness of :func:`vitpose_jax.adapt.keypoints.soft_argmax`.
     prior: a pose prior with ``nll(keypoints (B, K, 2)) -> (B,)`` (:mod:`vitpose_jax.adapt.prior`),
       or None.
-    prior_weight: weight of the prior's mean negative log-likelihood of the student's keypoints.
+    prior_weight: weight of the prior term: the mean over samples of
+      ``max(0, nll − prior_margin)`` of the student's keypoints (nats per pose).
+    prior_margin: the negative log-likelihood below which a pose is not penalised (e.g. a high
+      quantile of the prior's own fitting poses): like a distance to the pose manifold, the term
+      is zero for plausible poses.
     silhouette_weight: weight of :func:`vitpose_jax.adapt.keypoints.silhouette_penalty`.
   """
 
@@ -127,6 +131,7 @@ class MeanTeacher:
   beta: float = 20.0
   prior: Any = None
   prior_weight: float = 0.0
+  prior_margin: float = 0.0
   silhouette_weight: float = 0.0
 
   def teacher_targets(self, teacher_heatmaps: jax.Array, batch: Mapping[str, jax.Array]
@@ -140,7 +145,8 @@ class MeanTeacher:
              joint_weights: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(weighted sum, terms)`` for the student's (B, h, w, K) heatmaps of the strong views:
     ``consistency`` (and ``confident``, the fraction of joints it counted), ``prior`` (mean
-    negative log-likelihood, nats per pose) and ``silhouette`` where their weights are set."""
+    negative log-likelihood above ``prior_margin``, nats per pose) and ``silhouette`` where their
+    weights are set."""
     consistency, confident = consistency_loss(student, targets, self.threshold, joint_weights)
     terms = {'consistency': consistency, 'confident': confident}
     total = self.consistency_weight * consistency
@@ -149,7 +155,7 @@ class MeanTeacher:
                                           input_size=self.input_size,
                                           heatmap_size=self.heatmap_size)
       if self.prior_weight:
-        terms['prior'] = jnp.mean(self.prior.nll(points))
+        terms['prior'] = jnp.mean(jax.nn.relu(self.prior.nll(points) - self.prior_margin))
         total += self.prior_weight * terms['prior']
       if self.silhouette_weight:
         terms['silhouette'] = keypoints.silhouette_penalty(points, batch['mask_distance'],
