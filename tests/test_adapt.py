@@ -112,6 +112,7 @@ def test_the_teacher_follows_the_student_by_ema_and_is_checkpointed(cache, tmp_p
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_adapt_meanteacher_runlocal_runs_end_to_end(cache, tmp_path):
   config = _adapt_config('method=meanteacher,prior,silhouette,runlocal')
   metrics = train.train_and_evaluate(config, str(tmp_path / 'run'))
