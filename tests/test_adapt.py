@@ -83,6 +83,11 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
   mcfg = tiny_config({'coco': 'coco17'})
   with pytest.raises(train.TrainingError, match=r"tasks \['target'\] have labels=False"):
     train._mean_teacher(config, mcfg)
+  config = _adapt_config('method=meanteacher,prior,runlocal')
+  with config.unlocked():
+    config.adapt.prior.poses.seed = 1000
+  with pytest.raises(train.TrainingError, match='adapt.prior.poses: synthetic seed 1000 is a test'):
+    train._check_test_seeds(config)
   config = _adapt_config()
   with config.unlocked():
     config.evals.target.data = config.tasks.target.train

@@ -176,12 +176,15 @@ def _check_test_seeds(config):
   """Synthetic test seeds never train, and never pick a checkpoint: validation data does."""
   from vitpose_jax.synthetic import TEST_SEED_START
 
-  for name, t in config.tasks.items():
-    for k in ('train', 'val'):
-      if t[k].get('source') == 'synthetic' and int(t[k].get('seed', 0)) >= TEST_SEED_START:
-        raise TrainingError(f'tasks.{name}.{k}: synthetic seed {t[k].seed} is a test seed '
-                            f'(>= {TEST_SEED_START}): test seeds are never used for training, '
-                            'checkpoint selection or tuning')
+  specs = {f'tasks.{name}.{k}': t[k] for name, t in config.tasks.items() for k in ('train', 'val')}
+  prior = (config.get('adapt') or {}).get('prior') or {}
+  if prior.get('poses') is not None:
+    specs['adapt.prior.poses'] = prior['poses']
+  for key, spec in specs.items():
+    if spec.get('source') == 'synthetic' and int(spec.get('seed', 0)) >= TEST_SEED_START:
+      raise TrainingError(f'{key}: synthetic seed {spec.seed} is a test seed '
+                          f'(>= {TEST_SEED_START}): test seeds are never used for training, '
+                          'checkpoint selection or tuning')
 
 
 def labelled_tasks(config: ml_collections.ConfigDict) -> set[str]:
