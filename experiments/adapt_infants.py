@@ -110,10 +110,13 @@ def main(argv=None):
   test = dict(source='synthetic', population=adapt.TARGET_POPULATION, num=args.num_test,
               seed=args.test_seed, style=adapt.TARGET_STYLE)
   saved = os.path.join(out, 'results.json')
-  results = {}
+  results, commands = {}, []
   if os.path.exists(saved):
     with open(saved) as f:
-      results = {a: r for a, r in json.load(f).get('per_seed', {}).items() if a in ARMS}
+      previous = json.load(f)
+    results = {a: r for a, r in previous.get('per_seed', {}).items() if a in ARMS}
+    commands = previous.get('commands', [previous.get('command', command)])
+  commands = [c for c in commands if c != command] + [command]
   for arm in arms:
     scores = []
     for seed in range(args.seeds):
@@ -162,8 +165,8 @@ def main(argv=None):
            versus(a, 'source', 'test PCK@0.2'), versus(a, 'source-aug', 'test PCK@0.2'),
            common.pm(*val[a], len(results[a])) if a in val else '—']
           for a in present]
-  text = common.write_results(out, command, preamble, header, rows,
-                              {'per_seed': results, 'table': table, 'val': val,
+  text = common.write_results(out, '`, `'.join(commands), preamble, header, rows,
+                              {'commands': commands, 'per_seed': results, 'table': table, 'val': val,
                                'steps': args.steps, 'test': test, 'overrides': extra})
   common.bar_plot({ARMS[a][0]: {'test AP': table[a]['test AP'],
                                 'test PCK@0.2': table[a]['test PCK@0.2']} for a in present},
