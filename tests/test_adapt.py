@@ -95,6 +95,7 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
     train.resolve_evals(config)
 
 
+@pytest.mark.slow
 def test_the_teacher_follows_the_student_by_ema_and_is_checkpointed(cache, tmp_path):
   config = _adapt_config()
   mt = meanteacher.MeanTeacher(target='target', model_task='coco', decay=0.75, threshold=0.5,

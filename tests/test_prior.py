@@ -46,6 +46,7 @@ def _limb_swap(schema: skeletons.Schema) -> np.ndarray:
   return perm
 
 
+@pytest.mark.slow  # generates 600 synthetic instances on an empty cache
 @pytest.mark.parametrize('population', POPULATIONS)
 def test_gmm_scores_held_out_poses_above_the_per_joint_gaussian(population):
   gmm, baseline, held_out = _fitted(population)
@@ -56,6 +57,7 @@ def test_gmm_scores_held_out_poses_above_the_per_joint_gaussian(population):
   assert gmm_ll > base_ll
 
 
+@pytest.mark.slow  # generates 600 synthetic instances on an empty cache
 @pytest.mark.parametrize('population', POPULATIONS)
 def test_swapped_limbs_rank_below_the_original_poses(population):
   gmm, _, held_out = _fitted(population)
