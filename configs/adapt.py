@@ -21,7 +21,8 @@ evaluation only: the run evaluates once, at the end, and picks nothing by it.
 Your own target: `--config.tasks.target.train="{'source': 'coco', 'annotations': A, 'images':
 DIR, 'labels': False}"` (keypoints in A are ignored; person boxes and `segmentation` masks are
 read), or `{'source': 'detections', 'detections': D, 'images': DIR}` for an image folder with a
-person detector's boxes; `--config.tasks.target.val=` labelled data of the target, and
+person detector's boxes; `--config.tasks.target.val=` labelled data of the target (with
+`method=source`, which has no target stream: `--config.evals.target.data=`), and
 `--config.adapt.prior.poses=` a COCO file of target-schema poses for the prior.
 
 Arguments: `method=meanteacher|source`, `prior`, `silhouette`, `source=adult|adult+infant` (the
@@ -116,8 +117,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       silhouette_weight=0.01 if arg.silhouette else 0.0,
   )
   # One evaluation, of the target, at the end: no checkpoint is picked with target labels.
-  config.evals = {'target': dict(type='keypoints', task='coco', data=target_val,
-                                 batch_size=batch)}
+  # The mean teacher's target stream evaluates the coco head on tasks.target.val (so an override
+  # of it moves the evaluation); without a target stream, the target's data is given here.
+  config.evals = {'target': dict(
+      type='keypoints', task='target' if arg.method == 'meanteacher' else 'coco',
+      data=(config_dict.placeholder(ml_collections.ConfigDict) if arg.method == 'meanteacher'
+            else target_val), batch_size=batch)}
   config.eval_every_steps = 0
   config.checkpoint.best_metric = ''
   config.optimizer.lr = 2e-4

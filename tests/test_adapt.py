@@ -91,7 +91,23 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
   config = _adapt_config()
   with config.unlocked():
     config.evals.target.data = config.tasks.target.train
-  with pytest.raises(train.TrainingError, match='evals.target: its data has labels=False'):
+  with pytest.raises(train.TrainingError,
+                     match=r'evals.target: its data \(evals.target.data\) has no labels'):
+    train.resolve_evals(config)
+
+
+def test_the_target_streams_validation_data_is_what_its_evaluation_scores():
+  config = _adapt_config()
+  mine = {'source': 'coco', 'annotations': 'v.json', 'images': 'i/'}
+  with config.unlocked():
+    config.tasks.target.val = mine
+  resolved = train.resolve_evals(config)
+  # The coco head (the target stream trains it) on the target's own validation data.
+  assert resolved.evals.target.task == 'coco'
+  assert resolved.evals.target.data.to_dict() == mine
+  with config.unlocked():
+    config.tasks.target.val = dict(mine, labels=False)
+  with pytest.raises(train.TrainingError, match=r'its data \(tasks.target.val\) has no labels'):
     train.resolve_evals(config)
 
 

@@ -50,6 +50,8 @@ OVERRIDES = [
     ('adapt.py:method=meanteacher', [
         "--config.tasks.target.train={'source': 'detections', 'detections': 'd.json', "
         "'images': 'i/'}"]),
+    ('adapt.py:method=source', [
+        "--config.evals.target.data={'source': 'coco', 'annotations': 'v.json', 'images': 'i/'}"]),
 ]
 
 

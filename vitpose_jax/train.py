@@ -292,22 +292,26 @@ def _plots(model, config, workdir: str):
 def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of ``config`` whose ``evals`` entries without ``data`` evaluate their task's
   validation data (``tasks.<task>.val``), so pointing a task at other data moves its evaluation
-  with it."""
+  with it. An entry's ``task`` may name a stream that trains another task's head
+  (:func:`model_task`): it evaluates that head on the stream's validation data."""
   from vitpose_jax.synthetic import TEST_SEED_START
 
   config = copy.deepcopy(config)
   with config.unlocked():
     for name, spec in config.evals.items():
+      task = spec.get('task', name)
+      where = f'evals.{name}.data'
       if spec.get('data') is None:
-        task = spec.get('task', name)
         if task not in config.tasks:
           raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
         spec.data = ml_collections.ConfigDict(config.tasks[task].val.to_dict())
+        where = f'tasks.{task}.val'
+      if task in config.tasks:
+        spec.task = model_task(config, task)
       data = spec.data
       if not data_sources.has_labels(data):
-        raise TrainingError(f'evals.{name}: its data has labels=False; evaluation needs labels '
-                            f'(give evals.{name}.data, or tasks.{spec.get("task", name)}.val, '
-                            'labelled data)')
+        raise TrainingError(f'evals.{name}: its data ({where}) has no labels (labels=False, or '
+                            f'a detections spec); evaluation needs labelled data')
       if (config.checkpoint.get('best_metric') and data.get('source') == 'synthetic'
           and int(data.get('seed', 0)) >= TEST_SEED_START):
         raise TrainingError(f'evals.{name}: synthetic seed {data.seed} is a test seed (>= '

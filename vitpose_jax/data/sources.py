@@ -111,8 +111,10 @@ def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any], bool]
   unknown = sorted(set(fields) - {*source.required, *source.optional})
   if missing or unknown:
     optional = f' (and optionally {" and ".join(source.optional)})' if source.optional else ''
+    problems = ', '.join(f'{what}: {names}' for what, names in
+                         (('missing', missing), ('unknown', unknown)) if names)
     raise DataError(f'{source.name} data spec needs {" and ".join(source.required)}{optional}; '
-                    f'got {sorted(fields)}')
+                    f'got {sorted(fields)} ({problems})')
   return source, fields, labels
 
 
