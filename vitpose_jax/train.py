@@ -306,7 +306,7 @@ def resolve_evals(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
           raise TrainingError(f'evals.{name}: no data and no task {task!r} to take it from')
         spec.data = ml_collections.ConfigDict(config.tasks[task].val.to_dict())
         where = f'tasks.{task}.val'
-      if task in config.tasks:
+      if task in config.tasks and model_task(config, task) != task:
         spec.task = model_task(config, task)
       data = spec.data
       if not data_sources.has_labels(data):
