@@ -163,14 +163,20 @@ def box_to_center_scale(
   return center, np.array([w * padding, h * padding], np.float32)
 
 
-def _load_json(path: str) -> dict[str, Any]:
+def read_json(path: str, what: str) -> Any:
+  """The parsed JSON of ``path``; DataError naming the file when it is missing (``what`` says
+  which file it is) or not valid JSON."""
   try:
     with open(path) as f:
-      data = json.load(f)
+      return json.load(f)
   except FileNotFoundError:
-    raise DataError(f'{path}: annotation file not found') from None
+    raise DataError(f'{path}: {what} not found') from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise DataError(f'{path}: not valid JSON ({e})') from None
+
+
+def _load_json(path: str) -> dict[str, Any]:
+  data = read_json(path, 'annotation file')
   if not isinstance(data, dict):
     raise DataError(f'{path}: not COCO format (top level is {type(data).__name__}, not an object)')
   missing = [k for k in ('images', 'annotations') if not isinstance(data.get(k), list)]

@@ -22,7 +22,7 @@ import tempfile
 from typing import Any
 
 from vitpose_jax.data import packing
-from vitpose_jax.data.coco import DataError
+from vitpose_jax.data.coco import DataError, read_json
 from vitpose_jax.data.images import ImageError, image_size
 
 PERSON = 1  # the category id of the written file
@@ -35,13 +35,7 @@ def _number(value: Any) -> bool:
 def _entries(path: str) -> list[dict[str, Any]]:
   """The detections of ``path``, each checked; DataError names the file, the entry and the
   field."""
-  try:
-    with open(path) as f:
-      data = json.load(f)
-  except FileNotFoundError:
-    raise DataError(f'{path}: detections file not found') from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DataError(f'{path}: not valid JSON ({e})') from None
+  data = read_json(path, 'detections file')
   if not isinstance(data, list):
     raise DataError(f'{path}: detections must be a JSON list, not {type(data).__name__}')
   for i, entry in enumerate(data):
