@@ -120,7 +120,7 @@ def test_unknown_data_specs_are_clear_errors():
   with pytest.raises(DataError, match='coco data spec needs annotations and images'):
     pipeline.open_source({'source': 'coco', 'annotations': 'a.json'}, COCO17)
   with pytest.raises(DataError, match=re.escape(
-      "synthetic data spec needs population and num (and optionally seed and style); got ['num', 'size']")):
+      "synthetic data spec needs population and num (and optionally seed, style, labels, subset); got ['num', 'size']")):
     pipeline.open_source({'source': 'synthetic', 'num': 3, 'size': 2}, COCO17)
   with pytest.raises(DataError, match="unknown synthetic population 'robots'"):
     synthetic.dataset('robots', 'train', 10)

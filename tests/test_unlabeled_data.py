@@ -230,3 +230,59 @@ def test_unlabelled_synthetic_instances_batch_as_two_views_with_their_masks(tmp_
   assert batch['view_transform'].shape == (4, 3, 3) and batch['mask_distance'].shape == (4, 64, 48)
   assert 'segmentation' not in batch and not batch['keypoint_weights'].any()
   assert (batch['mask_weight'] == 1).all()
+
+
+def _many_images_file(tmp_path, num_images=20):
+  """A COCO file of ``num_images`` images (ids 100, 101, ...), two labelled people each, plus a
+  malformed annotation."""
+  names = [f'{i}.png' for i in range(num_images)]
+  folder = _images(tmp_path, names)
+  annotations = [{'id': 10 * i + j, 'image_id': 100 + i, 'category_id': 1, 'iscrowd': 0,
+                  'bbox': [5.0, 8.0, 40.0, 60.0], 'keypoints': [20.0, 30.0, 2] * 17}
+                 for i in range(num_images) for j in range(2)]
+  data = {'images': [{'id': 100 + i, 'file_name': n, 'width': WIDTH, 'height': HEIGHT}
+                     for i, n in enumerate(names)],
+          'annotations': annotations + ['not an annotation'],
+          'categories': [{'id': 1, 'name': 'person'}]}
+  path = tmp_path / 'people.json'
+  path.write_text(json.dumps(data))
+  return str(path), folder
+
+
+def test_subsets_of_adjacent_ranges_split_the_images_exactly_and_keep_all_their_people(tmp_path):
+  path, folder = _many_images_file(tmp_path)
+  spec = dict(source='coco', annotations=path, images=folder)
+  cache = str(tmp_path / 'cache')
+  parts = []
+  for subset in ((0, 0.1), (0.1, 1.0)):
+    annotations, _ = sources.files({**spec, 'subset': subset}, 'train', cache_dir=cache)
+    data = json.loads(open(annotations).read())
+    image_ids = {image['id'] for image in data['images']}
+    parts.append(image_ids)
+    people = [a for a in data['annotations'] if isinstance(a, dict)]
+    assert sorted(a['image_id'] for a in people) == sorted(2 * list(image_ids))
+    # The malformed annotation stays in every part, for the reader to count as a skip.
+    assert 'not an annotation' in data['annotations']
+    assert data['categories'] == [{'id': 1, 'name': 'person'}]
+  assert [len(p) for p in parts] == [2, 18]
+  assert parts[0] | parts[1] == set(range(100, 120)) and not parts[0] & parts[1]
+  # Pseudo-random, not the file's first images.
+  assert parts[0] != {100, 101}
+  # The same range gives the same file; the instances are packed from it.
+  again, _ = sources.files({**spec, 'subset': [0, 0.1]}, 'train', cache_dir=cache)
+  assert json.loads(open(again).read())['images'] == [
+      image for image in json.loads(open(path).read())['images'] if image['id'] in parts[0]]
+  source = pipeline.open_source({**spec, 'subset': (0, 0.1)}, COCO17, cache_dir=cache)
+  assert len(source) == 4
+  # Positions in the part's file, whose image entries are the source file's.
+  kept = json.loads(open(again).read())['images']
+  assert {kept[int(source[i]['image_index'])]['id'] for i in range(4)} == parts[0]
+
+
+@pytest.mark.parametrize('subset', [(0.5, 0.5), (-0.1, 0.5), (0, 1.5), (0.2,), 'all',
+                                    (0, float('nan')), (True, 1)])
+def test_a_bad_subset_is_an_error_naming_the_field_and_value(tmp_path, subset):
+  spec = dict(source='coco', annotations='a.json', images='.', subset=subset)
+  with pytest.raises(DataError, match=r'^coco data spec: subset .* is not \(start, stop\) '
+                     r'fractions with 0 <= start < stop <= 1$'):
+    sources.has_labels(spec)

@@ -175,7 +175,9 @@ def read_json(path: str, what: str) -> Any:
     raise DataError(f'{path}: not valid JSON ({e})') from None
 
 
-def _load_json(path: str) -> dict[str, Any]:
+def load_coco_json(path: str) -> dict[str, Any]:
+  """The parsed COCO file ``path``; DataError naming it unless it is an object with ``images``
+  and ``annotations`` lists."""
   data = read_json(path, 'annotation file')
   if not isinstance(data, dict):
     raise DataError(f'{path}: not COCO format (top level is {type(data).__name__}, not an object)')
@@ -743,7 +745,7 @@ def read_coco(
   the file and the id: an image id or an annotation id that appears twice.
   """
   annotations, images = os.fspath(annotations), os.fspath(images)
-  data = _load_json(annotations)
+  data = load_coco_json(annotations)
   categories = _categories(data, schema, annotations, labels)
   image_info = {}
   for image_id, i in image_indices(data['images'], annotations).items():

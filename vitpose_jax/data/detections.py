@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 from vitpose_jax.data import packing
@@ -99,18 +98,5 @@ def coco_file(detections: str, images: str, *, min_score: float = 0.0,
   out = os.path.join(root, f'{stem}-{key}.json')
   if os.path.isfile(out):
     return out
-  data = _convert(detections, images, min_score)
-  os.makedirs(root, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.writing-', suffix='.json', dir=root)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(data, f)
-    if os.path.isfile(out):
-      os.remove(tmp)  # another process wrote it first; keeping theirs keeps its packing key
-    else:
-      os.replace(tmp, out)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  packing.write_cache_json(out, _convert(detections, images, min_score))
   return out

@@ -45,6 +45,26 @@ def cache_root() -> str:
   return os.path.expanduser(os.environ.get('VITPOSE_JAX_CACHE', '~/.cache/vitpose_jax'))
 
 
+def write_cache_json(path: str, data: Any):
+  """Writes ``data`` as JSON to the cache file ``path`` atomically (a reader never sees half a
+  file); when another process wrote ``path`` first, theirs is kept, so a packing key made from
+  the file's identity stays valid."""
+  root = os.path.dirname(path)
+  os.makedirs(root, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.writing-', suffix='.json', dir=root)
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(data, f)
+    if os.path.isfile(path):
+      os.remove(tmp)
+    else:
+      os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def _features(num_keypoints: int):
   import tensorflow_datasets as tfds  # heavy: imported only when packing or reading
 

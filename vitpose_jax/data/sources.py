@@ -12,9 +12,14 @@ making them first if it must. Built in:
   person boxes without keypoints, turned into a COCO file in the cache by
   :mod:`vitpose_jax.data.detections`; always unlabelled.
 
-Any spec may say ``labels=False`` (default True): its keypoints are not read, every usable person
-box is an instance with zero keypoint weights (unlabelled data for domain adaptation; see
-:func:`has_labels`). It is no kind's own field.
+Fields of every kind:
+
+- ``labels=False`` (default True): its keypoints are not read, every usable person box is an
+  instance with zero keypoint weights (unlabelled data for domain adaptation; see
+  :func:`has_labels`).
+- ``subset=(start, stop)``: a part of its images (fractions of them, in a fixed pseudo-random
+  order; :mod:`vitpose_jax.data.subset`), e.g. ``(0, 0.1)`` for 10% of a target's labels and
+  ``(0.1, 1)`` with ``labels=False`` for its other images.
 
 :func:`register` adds a kind.
 """
@@ -26,7 +31,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from vitpose_jax.data import detections
+from vitpose_jax.data import detections, subset
 from vitpose_jax.data.coco import DataError
 
 Files = tuple[str, str]  # (annotations JSON, image folder)
@@ -97,11 +102,17 @@ def kind(name: Any) -> SourceKind:
   return _KINDS[name]
 
 
+# Fields every kind takes, applied here to whatever files the kind gives.
+COMMON_FIELDS = ('labels', 'subset')
+
+
 def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any], bool]:
   """(the spec's kind, its kind's fields, whether it has labels); DataError on a bad spec."""
   fields = dict(spec)
   source = kind(fields.pop('source', None))
   labels = fields.pop('labels', source.labels)
+  if 'subset' in fields:
+    subset.check_range(fields.pop('subset'), f'{source.name} data spec')
   if not isinstance(labels, bool):
     raise DataError(f'{source.name} data spec: labels {labels!r} is not true or false')
   if labels and not source.labels:
@@ -110,7 +121,7 @@ def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any], bool]
   missing = [f for f in source.required if f not in fields]
   unknown = sorted(set(fields) - {*source.required, *source.optional})
   if missing or unknown:
-    optional = f' (and optionally {" and ".join(source.optional)})' if source.optional else ''
+    optional = f' (and optionally {", ".join((*source.optional, *COMMON_FIELDS))})'
     problems = ', '.join(f'{what}: {names}' for what, names in
                          (('missing', missing), ('unknown', unknown)) if names)
     raise DataError(f'{source.name} data spec needs {" and ".join(source.required)}{optional}; '
@@ -119,9 +130,13 @@ def _checked(spec: Mapping[str, Any]) -> tuple[SourceKind, dict[str, Any], bool]
 
 
 def files(spec: Mapping[str, Any], split: str, *, cache_dir: str | None = None) -> Files:
-  """(annotations JSON, image folder) of a data spec, for its ``split`` ('train' or 'val')."""
+  """(annotations JSON, image folder) of a data spec, for its ``split`` ('train' or 'val'); with
+  ``subset``, the annotations are that part's file."""
   source, fields, _ = _checked(spec)
-  return source.files(fields, split, cache_dir)
+  annotations, images = source.files(fields, split, cache_dir)
+  if 'subset' in spec:
+    annotations = subset.subset_file(annotations, spec['subset'], cache_dir=cache_dir)
+  return annotations, images
 
 
 def has_labels(spec: Mapping[str, Any]) -> bool:
