@@ -28,6 +28,7 @@ TRAIN_ITEM = 'train'  # step counter and rng key data
 DATA_ITEM = 'data'  # the grain iterator's state, JSON
 # A mean-teacher run's EMA teacher (parameters and BatchNorm statistics, as pure dicts).
 TEACHER_ITEM = 'teacher'
+DOMAIN_ITEM = 'domain'
 
 
 class CheckpointError(ValueError):
@@ -65,7 +66,9 @@ class TrainCheckpoints:
 
   ``state`` is the trainer's dict: ``params`` and ``batch_stats`` (NNX states of ``graphdef``),
   ``opt_state``, ``step`` (int32 scalar) and ``rng`` (key data); a mean-teacher run adds
-  ``teacher`` (``{'params', 'batch_stats'}`` of the same graph), saved as the ``teacher`` item.
+  ``teacher`` (``{'params', 'batch_stats'}`` of the same graph), saved as the ``teacher`` item;
+  an adversarial run adds ``domain`` (the domain classifier's ``{'params', 'opt_state'}``),
+  saved as the ``domain`` item.
   """
 
   def __init__(self, workdir: str, graphdef, *, keep: int, best_metric: str = ''):
@@ -116,6 +119,10 @@ class TrainCheckpoints:
     if 'teacher' in state:
       items[TEACHER_ITEM] = ocp.args.StandardSave(
           {k: nnx.to_pure_dict(v) for k, v in state['teacher'].items()})
+    if 'domain' in state:
+      items[DOMAIN_ITEM] = ocp.args.StandardSave(
+          {'params': nnx.to_pure_dict(state['domain']['params']),
+           'opt_state': state['domain']['opt_state']})
     self.mngr.save(step, args=ocp.args.Composite(**items), metrics=record, force=True)
     if new_best:
       self.best = record
@@ -142,6 +149,10 @@ class TrainCheckpoints:
     if 'teacher' in state:
       items[TEACHER_ITEM] = ocp.args.StandardRestore(
           {k: nnx.to_pure_dict(v) for k, v in abstract['teacher'].items()})
+    if 'domain' in state:
+      items[DOMAIN_ITEM] = ocp.args.StandardRestore(
+          {'params': nnx.to_pure_dict(abstract['domain']['params']),
+           'opt_state': abstract['domain']['opt_state']})
     restored = self.mngr.restore(step, args=ocp.args.Composite(**items))
     net_state = nnx.state(net)
     nnx.replace_by_pure_dict(net_state, restored[MODEL_ITEM])
@@ -155,6 +166,10 @@ class TrainCheckpoints:
       for k, v in teacher.items():
         nnx.replace_by_pure_dict(v, restored[TEACHER_ITEM][k])
       new_state['teacher'] = teacher
+    if 'domain' in state:
+      params = jax.tree.map(lambda x: x, state['domain']['params'])
+      nnx.replace_by_pure_dict(params, restored[DOMAIN_ITEM]['params'])
+      new_state['domain'] = {'params': params, 'opt_state': restored[DOMAIN_ITEM]['opt_state']}
     return new_state, restored[DATA_ITEM]
 
   def wait(self):

@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
-from vitpose_jax.adapt import meanteacher
+from vitpose_jax.adapt import adversarial, crossschema, meanteacher
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
@@ -45,7 +45,7 @@ _DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights')
 # A mean-teacher target task's batches add the teacher's view and the student's mask
 # (transforms.TwoViews).
 _VIEW_KEYS = ('image_weak', 'view_transform', 'view_flip', 'mask_distance', 'mask_weight')
-METHODS = ('', 'meanteacher')
+METHODS = ('', 'meanteacher', 'adversarial', 'crossschema')
 
 
 class TrainingError(RuntimeError):
@@ -193,10 +193,25 @@ def labelled_tasks(config: ml_collections.ConfigDict) -> set[str]:
   return {name for name, t in config.tasks.items() if data_sources.has_labels(t.train)}
 
 
-def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
-  """The run's :class:`vitpose_jax.adapt.meanteacher.MeanTeacher` (``config.adapt``), or None;
-  TrainingError for an unknown method, a target that is not a task, or an unlabeled task that
-  nothing would train."""
+def _unlabelled_users(config: ml_collections.ConfigDict, method: str) -> set[str]:
+  """The tasks ``method`` trains without labels: the mean teacher's target, the adversarial
+  domains' streams, the cross-schema teacher's streams (every stream of the target's head)."""
+  adapt = config.adapt
+  if method == 'meanteacher':
+    return {adapt.target}
+  if method == 'adversarial':
+    return {s for streams in (adapt.get('domains') or {}).values() for s in streams}
+  head = model_task(config, adapt.target)
+  return {name for name in config.tasks if model_task(config, name) == head}
+
+
+def _adaptation(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, *,
+                total_steps: int = 1):
+  """The run's adaptation method (``config.adapt.method``): a
+  :class:`~vitpose_jax.adapt.meanteacher.MeanTeacher`,
+  :class:`~vitpose_jax.adapt.adversarial.Adversarial` (its λ ramp over ``total_steps``) or
+  :class:`~vitpose_jax.adapt.crossschema.CrossSchema`, or None. TrainingError for an unknown
+  method, a target or stream that is not a task, or an unlabelled task that nothing would train."""
   adapt = config.get('adapt') or ml_collections.ConfigDict({'method': ''})
   unlabelled = sorted(set(config.tasks) - labelled_tasks(config))
   if adapt.method not in METHODS:
@@ -208,15 +223,83 @@ def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
                           'config.adapt.method is empty: no loss would train them (use '
                           'configs/adapt.py:method=meanteacher)')
     return None
-  from vitpose_jax.adapt import meanteacher
-
-  if adapt.target not in config.tasks:
-    raise TrainingError(f'config.adapt.target {adapt.target!r} is not a task '
+  if adapt.method != 'adversarial' and adapt.get('target') not in config.tasks:
+    raise TrainingError(f'config.adapt.target {adapt.get("target")!r} is not a task '
                         f'({", ".join(config.tasks)})')
-  others = [t for t in unlabelled if t != adapt.target]
+  users = _unlabelled_users(config, adapt.method)
+  others = [t for t in unlabelled if t not in users]
   if others:
-    raise TrainingError(f'tasks {others} have labels=False training data but only '
-                        f'config.adapt.target ({adapt.target}) is trained without labels')
+    raise TrainingError(f'tasks {others} have labels=False training data but '
+                        f'config.adapt.method {adapt.method!r} trains only {sorted(users)} '
+                        'without labels')
+  if adapt.method == 'adversarial':
+    return _adversarial(config, total_steps)
+  if adapt.method == 'crossschema':
+    return _cross_schema(config, mcfg)
+  return _mean_teacher(config, mcfg)
+
+
+def _adversarial(config: ml_collections.ConfigDict, total_steps: int):
+  adapt = config.adapt
+  domains = adapt.get('domains') or {}
+  if len(domains) != 2:
+    raise TrainingError(f'config.adapt.domains must name two domains, each a list of task '
+                        f'streams; got {dict(domains)!r}')
+  for name, streams in domains.items():
+    unknown = [s for s in streams if s not in config.tasks]
+    if not streams or unknown:
+      raise TrainingError(f'config.adapt.domains.{name} {tuple(streams)!r}: '
+                          + (f'{unknown} are not tasks ({", ".join(config.tasks)})' if unknown
+                             else 'no task streams'))
+  (first, a), (second, b) = domains.items()
+  both = sorted(set(a) & set(b))
+  if both:
+    raise TrainingError(f'config.adapt.domains: {both} are in both {first} and {second}')
+  return adversarial.Adversarial(
+      domains=((first, tuple(a)), (second, tuple(b))), weight=adapt.domain_weight,
+      max_lambda=adapt.max_lambda, gamma=adapt.lambda_gamma, hidden=adapt.domain_hidden,
+      learning_rate=adapt.domain_lr, total_steps=total_steps)
+
+
+def _cross_schema(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
+  """The cross-schema teacher's term (the teacher itself is loaded with the model)."""
+  adapt = config.adapt
+  if not adapt.get('teacher'):
+    raise TrainingError("config.adapt.method is 'crossschema' but config.adapt.teacher (a run "
+                        'directory or zoo: name) is empty')
+  teacher = models.ModelConfig.load(adapt.teacher)
+  task = adapt.get('teacher_task') or ''
+  if not task:
+    if len(teacher.task_names) != 1:
+      raise TrainingError(f'config.adapt.teacher {adapt.teacher} has tasks '
+                          f'{list(teacher.task_names)}: name one in config.adapt.teacher_task')
+    task = teacher.task_names[0]
+  if task not in teacher.task_names:
+    raise TrainingError(f'config.adapt.teacher_task {task!r} is not a task of '
+                        f'{adapt.teacher} ({", ".join(teacher.task_names)})')
+  for what, ours, theirs in (('input size', mcfg.image_size, teacher.image_size),
+                             ('heatmap size', mcfg.heatmap_size, teacher.heatmap_size)):
+    if tuple(ours) != tuple(theirs):
+      raise TrainingError(f'config.adapt.teacher {adapt.teacher}: {what} {tuple(theirs)} != the '
+                          f"student's {tuple(ours)} (it reads the student's crops)")
+  head = model_task(config, adapt.target)
+  try:
+    teacher_index, student_index = crossschema.shared_channels(teacher.task(task).schema,
+                                                               mcfg.task(head).schema)
+  except crossschema.CrossSchemaError as e:
+    raise TrainingError(f'config.adapt.teacher {adapt.teacher}: {e}') from None
+  streams = tuple(name for name in config.tasks if model_task(config, name) == head)
+  if jax.process_index() == 0:
+    print(f'cross-schema teacher {adapt.teacher} ({task}, {teacher.task(task).schema.name}) → '
+          f'{head} ({mcfg.task(head).schema.name}): {len(student_index)} shared keypoints, on '
+          f'{", ".join(streams)}', flush=True)
+  return crossschema.CrossSchema(teacher_task=task, streams=streams,
+                                 teacher_index=teacher_index, student_index=student_index,
+                                 weight=adapt.distill_weight)
+
+
+def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
+  adapt = config.adapt
   schema = mcfg.task(model_task(config, adapt.target)).schema
   prior, prior_margin = None, 0.0
   if adapt.prior.weight:
@@ -519,31 +602,44 @@ def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.Model
 
 
 def init_state(params, batch_stats, tx: optax.GradientTransformation, seed: int, *,
-               teacher: bool = False) -> dict:
+               teacher: bool = False, domain=None) -> dict:
   """The training state the step carries: parameters, BatchNorm statistics, optimizer state,
   step counter and rng key data; with ``teacher``, a mean teacher's copy of the parameters and
-  statistics (``teacher``: ``{'params', 'batch_stats'}``), which starts as the student."""
+  statistics (``teacher``: ``{'params', 'batch_stats'}``), which starts as the student; with
+  ``domain`` = ``(classifier parameters, its optimizer)``, an adversarial run's domain classifier
+  (``domain``: ``{'params', 'opt_state'}``)."""
   state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
            'step': jnp.zeros((), jnp.int32), 'rng': jax.random.key_data(jax.random.key(seed))}
   if teacher:
     state['teacher'] = jax.tree.map(jnp.copy, {'params': params, 'batch_stats': batch_stats})
+  if domain is not None:
+    domain_params, domain_tx = domain
+    state['domain'] = {'params': domain_params, 'opt_state': domain_tx.init(domain_params)}
   return state
 
 
 def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, graphdef,
                     tx: optax.GradientTransformation, lr_schedule: optax.Schedule, *,
                     sharding: jax.sharding.Sharding, teacher_graphdef=None,
-                    mean_teacher=None, labelled: set[str] | None = None):
+                    adaptation=None, labelled: set[str] | None = None):
   """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
   (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
   ``{task: {'image', 'keypoints', 'keypoint_weights'}}`` (a mean-teacher target adds the
   :class:`transforms.TwoViews` keys); ``teacher_state`` is None without heatmap distillation.
 
-  Only the ``labelled`` tasks (default: all) have a supervised loss. With ``mean_teacher`` (a
-  :class:`vitpose_jax.adapt.meanteacher.MeanTeacher`), the EMA teacher in ``state['teacher']``
-  runs in inference mode on the target's weak views, the student's strong views learn its mapped
-  heatmaps (plus the prior and silhouette terms), and the teacher then moves toward the updated
-  student."""
+  Only the ``labelled`` tasks (default: all) have a supervised loss. ``adaptation`` (see
+  :func:`_adaptation`) adds its terms:
+
+  - a :class:`~vitpose_jax.adapt.meanteacher.MeanTeacher`: the EMA teacher in
+    ``state['teacher']`` runs in inference mode on the target's weak views, the student's strong
+    views learn its mapped heatmaps (plus the prior and silhouette terms), and the teacher then
+    moves toward the updated student;
+  - an :class:`~vitpose_jax.adapt.adversarial.Adversarial`: the domain classifier in
+    ``state['domain']`` reads the domains' pooled patch tokens through gradient reversal and
+    takes its own Adam step;
+  - a :class:`~vitpose_jax.adapt.crossschema.CrossSchema`: the model of ``teacher_state`` (the
+    cross-schema teacher) runs on the student head's streams, and its heatmaps of the shared
+    keypoints teach the student's channels of them."""
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
@@ -553,40 +649,55 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                    for name in config.tasks}
   loss_weights = {name: float(t.loss_weight) for name, t in config.tasks.items()}
   labelled = set(config.tasks) if labelled is None else set(labelled)
+  mean_teacher = adaptation if isinstance(adaptation, meanteacher.MeanTeacher) else None
+  aligner = adaptation if isinstance(adaptation, adversarial.Adversarial) else None
+  cross = adaptation if isinstance(adaptation, crossschema.CrossSchema) else None
+  if aligner is not None:
+    classifier_graphdef = nnx.graphdef(nnx.eval_shape(
+        lambda: aligner.classifier(mcfg.width, config.seed)))
+    domain_tx = aligner.optimizer()
 
   def forward(net, images, **kwargs):
-    """``{task: heatmaps}`` for ``{task: images}``: the tasks that train one model task's head
-    (:func:`model_task`) go through it together, as one segment."""
+    """``({task: heatmaps}, {task: pooled patch tokens (n, C)})`` for ``{task: images}``: the
+    tasks that train one model task's head (:func:`model_task`) go through it together, as one
+    segment."""
     routes = {}
     for t in images:
       routes.setdefault(heads[t], []).append(t)
     inputs = {m: jnp.concatenate([images[t] for t in ts]) if len(ts) > 1 else images[ts[0]]
               for m, ts in routes.items()}
-    heatmaps, _ = net(inputs, **kwargs)
-    out = {}
+    heatmaps, aux = net(inputs, **kwargs)
+    out, features = {}, {}
     for m, ts in routes.items():
       start = 0
       for t in ts:
         out[t] = heatmaps[m][start:start + images[t].shape[0]]
+        if aligner is not None:
+          features[t] = adversarial.pooled_tokens(
+              aux[m]['patch_tokens'][start:start + images[t].shape[0]])
         start += images[t].shape[0]
-    return out
+    return out, features
 
   def train_step(state, batch, teacher_state):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
     images = {t: b['image'] for t, b in batch.items()}
     if teacher_state is not None:
-      teacher_heatmaps = forward(nnx.merge(teacher_graphdef, teacher_state), images)
+      teacher_net = nnx.merge(teacher_graphdef, teacher_state)
+      if cross is not None:
+        teacher_heatmaps = _teach_streams(teacher_net, cross, images)
+      else:
+        teacher_heatmaps, _ = forward(teacher_net, images)
     if mean_teacher is not None:
       target = mean_teacher.target
       ema = nnx.merge(graphdef, state['teacher']['params'], state['teacher']['batch_stats'])
-      weak = forward(ema, {target: batch[target]['image_weak']})
+      weak, _ = forward(ema, {target: batch[target]['image_weak']})
       pseudo = mean_teacher.teacher_targets(weak[target], batch[target])
 
-    def loss_fn(params, batch_stats):
+    def loss_fn(params, batch_stats, domain_params):
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
-      heatmaps = forward(net, images, train=train_mode, rng=step_rng)
+      heatmaps, features = forward(net, images, train=train_mode, rng=step_rng)
       losses, terms = {}, {}
       for t, b in batch.items():
         if t not in labelled:
@@ -600,14 +711,25 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                                                         joint_weights[t])
         total += loss_weights[t] * unsupervised
         terms.update({f'{t}_{k}': v for k, v in adapt_terms.items()})
-      if teacher_state is not None:
+      if aligner is not None:
+        domain, domain_terms = aligner.losses(nnx.merge(classifier_graphdef, domain_params),
+                                                  features, state['step'])
+        total += domain
+        terms.update(domain_terms)
+      if cross is not None:
+        for t in cross.streams:
+          losses[f'{t}_shared'] = cross.loss(heatmaps[t], teacher_heatmaps[t], joint_weights[t])
+          total += cross.weight * loss_weights[t] * losses[f'{t}_shared']
+      elif teacher_state is not None:
         for t in batch:
           losses[f'{t}_kd'] = codec.heatmap_distillation(heatmaps[t], teacher_heatmaps[t])
           total += kd_weight * loss_weights[t] * losses[f'{t}_kd']
       return total, (losses, terms, nnx.state(net, nnx.BatchStat))
 
-    (loss, (losses, terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'], state['batch_stats'])
+    domain_params = state['domain']['params'] if aligner is not None else None
+    (loss, (losses, terms, stats)), (grads, domain_grads) = jax.value_and_grad(
+        loss_fn, argnums=(0, 2), has_aux=True)(state['params'], state['batch_stats'],
+                                               domain_params)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {'train/loss': loss, 'train/grad_norm': optax.tree.norm(grads),
@@ -620,10 +742,28 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
     if mean_teacher is not None:
       new_state['teacher'] = meanteacher.ema_update(
           state['teacher'], {'params': params, 'batch_stats': stats}, mean_teacher.decay)
+    if aligner is not None:
+      domain_updates, domain_opt = domain_tx.update(domain_grads, state['domain']['opt_state'],
+                                                    domain_params)
+      new_state['domain'] = {'params': optax.apply_updates(domain_params, domain_updates),
+                             'opt_state': domain_opt}
     return new_state, metrics
 
   # One sharding stands for every leaf of both outputs.
   return jax.jit(train_step, out_shardings=sharding, donate_argnums=0)
+
+
+def _teach_streams(teacher, cross, images: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """``{stream: heatmaps}`` of the cross-schema ``teacher``'s ``cross.teacher_task`` head on
+  each of ``cross.streams``' images, in one pass."""
+  streams = cross.streams
+  inputs = jnp.concatenate([images[t] for t in streams]) if len(streams) > 1 else images[streams[0]]
+  heatmaps, _ = teacher({cross.teacher_task: inputs})
+  out, start = {}, 0
+  for t in streams:
+    out[t] = heatmaps[cross.teacher_task][start:start + images[t].shape[0]]
+    start += images[t].shape[0]
+  return out
 
 
 def _initial_model(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
@@ -785,7 +925,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = resolve_evals(config)
   os.makedirs(workdir, exist_ok=True)
   mcfg = model_config_from_training(config)
-  mean_teacher = _mean_teacher(config, mcfg)
+  adaptation = _adaptation(config, mcfg)
   check_run_directory(workdir, mcfg)
   devices = jax.devices()
   mesh = Mesh(np.array(devices), ('data',))
@@ -801,25 +941,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   steps_per_epoch = max(1, len(sources[epoch_task]) // config.tasks[epoch_task].batch_size)
   global_batch = sum(t.batch_size for t in config.tasks.values())
   total_steps = optim.steps_from(config, steps_per_epoch=steps_per_epoch, batch_size=global_batch)
+  domain = None
+  if isinstance(adaptation, adversarial.Adversarial):
+    adaptation = dataclasses.replace(adaptation, total_steps=total_steps)
+    domain = (nnx.state(adaptation.classifier(mcfg.width, config.seed), nnx.Param),
+              adaptation.optimizer())
 
   model = _initial_model(config, mcfg, devices[0])
-  # Heatmap distillation (stage 2): the teacher runs in inference mode inside the jitted step.
+  # Heatmap distillation (stage 2) and the cross-schema teacher run in inference mode inside the
+  # jitted step.
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
   if kd_weight and teacher is None:
     raise TrainingError('config.heatmap_distill_weight > 0 needs config.teacher=RUN')
+  if isinstance(adaptation, crossschema.CrossSchema):
+    if teacher is not None:
+      raise TrainingError('config.heatmap_distill_weight and config.adapt.method=crossschema '
+                          'each need a teacher of their own: use one of them')
+    teacher, _ = checkpoint.load_model(config.adapt.teacher)
   teacher_graphdef, teacher_state = (nnx.split(teacher) if teacher is not None
                                      else (None, None))
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   tx, lr_schedule = optimizer_and_schedule(config, mcfg, params, total_steps=total_steps,
                                            steps_per_epoch=steps_per_epoch)
-  state = jax.device_put(init_state(params, batch_stats, tx, config.seed,
-                                    teacher=mean_teacher is not None), replicated)
+  state = jax.device_put(init_state(
+      params, batch_stats, tx, config.seed,
+      teacher=isinstance(adaptation, meanteacher.MeanTeacher), domain=domain), replicated)
   teacher_state = jax.device_put(teacher_state, replicated)
   if config.get('trainable', 'all') == 'tokens' and not mcfg.num_knowledge_tokens:
     raise TrainingError("config.trainable is 'tokens' but config.model.knowledge_tokens is 0")
   step_fn = make_train_step(config, mcfg, graphdef, tx, lr_schedule, sharding=replicated,
-                            teacher_graphdef=teacher_graphdef, mean_teacher=mean_teacher,
+                            teacher_graphdef=teacher_graphdef, adaptation=adaptation,
                             labelled=labelled_tasks(config))
 
   # Run directory and resumption. Process 0 writes the files; every process takes part in
