@@ -32,7 +32,7 @@ def _step_setup(config, mean_teacher=None):
                                               steps_per_epoch=5)
   state = train.init_state(params, batch_stats, tx, 0, teacher=mean_teacher is not None)
   step = train.make_train_step(config, mcfg, graphdef, tx, schedule, sharding=replicated,
-                               mean_teacher=mean_teacher, labelled=train.labelled_tasks(config))
+                               adaptation=mean_teacher, labelled=train.labelled_tasks(config))
   return mcfg, state, step
 
 
@@ -82,7 +82,7 @@ def test_an_unlabeled_task_without_a_method_is_refused(cache):
     config.adapt.method = ''
   mcfg = tiny_config({'coco': 'coco17'})
   with pytest.raises(train.TrainingError, match=r"tasks \['target'\] have labels=False"):
-    train._mean_teacher(config, mcfg)
+    train._adaptation(config, mcfg)
   config = _adapt_config('method=meanteacher,prior,runlocal')
   with config.unlocked():
     config.adapt.prior.poses.seed = 1000

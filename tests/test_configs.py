@@ -26,7 +26,8 @@ DOCS = ['README.md', 'configs/README.md'] + sorted(
 CONFIGS = ['multitask.py', 'multitask.py:variant=B', 'multitask.py:runlocal',
            'multitask.py:scratch', 'multitask.py:variant=B,runlocal', 'single_task.py:task=infant',
            'finetune.py', 'finetune.py:epochs=2', 'distill.py:stage=tokens',
-           'distill.py:stage=student', 'distill.py:stage=student,runlocal']
+           'distill.py:stage=student', 'distill.py:stage=student,runlocal',
+           'adapt.py:method=adversarial', 'adapt.py:method=crossschema']
 
 # Overrides the docs name in their text rather than in a full command (each documented
 # `--config.KEY` must be tried here or in a documented command; see
@@ -52,6 +53,15 @@ OVERRIDES = [
         "'images': 'i/'}"]),
     ('adapt.py:method=source', [
         "--config.evals.target.data={'source': 'coco', 'annotations': 'v.json', 'images': 'i/'}"]),
+    ('adapt.py:method=adversarial,schema=coco17', [
+        "--config.tasks.synthetic.train={'source': 'synthetic', 'population': 'adult', "
+        "'num': 8000}",
+        "--config.adapt.domains={'adult': ('synthetic',), 'infant': ('target', 'unlabeled')}"]),
+    ('adapt.py:method=crossschema', [
+        "--config.tasks.target.train={'source': 'coco', 'annotations': 'a.json', 'images': 'i/', "
+        "'subset': (0, 0.1)}",
+        "--config.tasks.unlabeled.train={'source': 'coco', 'annotations': 'a.json', "
+        "'images': 'i/', 'subset': (0.1, 1), 'labels': False}"]),
 ]
 
 

@@ -226,14 +226,16 @@ def _adaptation(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, *,
   if adapt.method != 'adversarial' and adapt.get('target') not in config.tasks:
     raise TrainingError(f'config.adapt.target {adapt.get("target")!r} is not a task '
                         f'({", ".join(config.tasks)})')
+  # The domains are checked first: they decide which streams the method trains without labels.
+  aligner = _adversarial(config, total_steps) if adapt.method == 'adversarial' else None
   users = _unlabelled_users(config, adapt.method)
   others = [t for t in unlabelled if t not in users]
   if others:
     raise TrainingError(f'tasks {others} have labels=False training data but '
                         f'config.adapt.method {adapt.method!r} trains only {sorted(users)} '
                         'without labels')
-  if adapt.method == 'adversarial':
-    return _adversarial(config, total_steps)
+  if aligner is not None:
+    return aligner
   if adapt.method == 'crossschema':
     return _cross_schema(config, mcfg)
   return _mean_teacher(config, mcfg)
