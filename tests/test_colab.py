@@ -30,6 +30,7 @@ SMALLEST = {
     '04_distillation.ipynb': dict(
         _TINY, TEACHER_VARIANT='nano', TASKS='infant', TEACHER_IMAGE_SIZE=(64, 48),
         TEACHER_STEPS=2, TOKEN_STEPS=2, STUDENT_STEPS=2),
+    '05_adapt_population.ipynb': dict(_TINY, STEPS=2, SHOW=1),
 }
 CELL_TIMEOUT = 300  # seconds; the slowest cell at the smallest sizes (4 student runs) takes ~1 min
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
