@@ -239,8 +239,9 @@ def _few_labels(arg) -> ml_collections.ConfigDict:
       # weight keeps the reversed gradient at the pose loss's scale.
       domains={'synthetic': ('synthetic',), 'target': ('target', 'unlabeled')},
       domain_weight=0.01, max_lambda=1.0, lambda_gamma=10.0, domain_hidden=256, domain_lr=1e-3,
-      # crossschema: the shipped coco17 model's coco head teaches the shared keypoints.
-      teacher=SOURCE_MODEL, teacher_task='coco', distill_weight=1.0,
+      # crossschema: the shipped coco17 model's coco head teaches the shared keypoints where its
+      # heatmap peaks at teacher_confidence or more.
+      teacher=SOURCE_MODEL, teacher_task='coco', distill_weight=1.0, teacher_confidence=0.4,
   )
   config.evals = {'target': dict(type='keypoints', task='target',
                                  data=config_dict.placeholder(ml_collections.ConfigDict),

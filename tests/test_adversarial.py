@@ -119,17 +119,31 @@ def test_the_cross_schema_term_touches_exactly_the_shared_channels():
   rng = np.random.default_rng(0)
   student = jnp.asarray(rng.uniform(0, 1, (2, 8, 6, 25)), jnp.float32)
   teacher = jnp.asarray(rng.uniform(0, 1, (2, 8, 6, 17)), jnp.float32)
-  grad_student, grad_teacher = jax.grad(crossschema.shared_joint_loss, argnums=(0, 1))(
-      student, teacher, teacher_index, student_index)
+
+  def loss(student, teacher, threshold=0.0):
+    return crossschema.shared_joint_loss(student, teacher, teacher_index, student_index,
+                                         threshold=threshold)[0]
+
+  grad_student, grad_teacher = jax.grad(loss, argnums=(0, 1))(student, teacher)
   touched = np.flatnonzero(np.abs(np.asarray(grad_student)).sum(axis=(0, 1, 2)))
   assert touched.tolist() == sorted(student_index)
   assert not np.any(grad_teacher)
   # The value: the mean over samples, pixels and the 13 pairs of the squared differences.
-  expected = np.mean((np.asarray(student)[..., list(student_index)]
-                      - np.asarray(teacher)[..., list(teacher_index)]) ** 2)
-  np.testing.assert_allclose(
-      crossschema.shared_joint_loss(student, teacher, teacher_index, student_index), expected,
-      rtol=1e-6)
+  difference = (np.asarray(student)[..., list(student_index)]
+                - np.asarray(teacher)[..., list(teacher_index)])
+  np.testing.assert_allclose(loss(student, teacher), np.mean(difference ** 2), rtol=1e-6)
+  # An unsure teacher teaches nothing: a joint whose heatmap peaks below the threshold drops out
+  # of that sample's term (it still counts in the mean, as a zero-weight joint does).
+  teacher = teacher.at[0, ..., teacher_index[0]].multiply(0.2)
+  kept = np.ones((2, 13))
+  kept[0, 0] = 0.0
+  np.testing.assert_allclose(loss(student, teacher, 0.5),
+                             np.mean(difference ** 2 * kept[:, None, None, :]), rtol=1e-5)
+  _, confident = crossschema.shared_joint_loss(student, teacher, teacher_index, student_index,
+                                               threshold=0.5)
+  np.testing.assert_allclose(confident, 25 / 26)
+  grad_student = jax.grad(loss)(student, teacher, 0.5)
+  assert not np.any(grad_student[0, ..., student_index[0]])
 
 
 def _batch(streams, n=2, keypoints=17):
@@ -271,6 +285,7 @@ def test_adapt_few_label_methods_run_end_to_end(cache, tmp_path, method):
   rows = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
   terms = ({'train/domain', 'train/domain_accuracy', 'train/synthetic_loss'}
            if method == 'adversarial' else
-           {'train/target_shared_loss', 'train/unlabeled_shared_loss'})
+           {'train/target_shared_loss', 'train/unlabeled_shared_loss',
+            'train/target_shared_confident'})
   assert terms | {'train/target_loss'} <= set(rows[-1])
   assert all(np.isfinite(rows[-1][k]) for k in rows[-1])

@@ -297,7 +297,8 @@ def _cross_schema(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
           f'{", ".join(streams)}', flush=True)
   return crossschema.CrossSchema(teacher_task=task, streams=streams,
                                  teacher_index=teacher_index, student_index=student_index,
-                                 weight=adapt.distill_weight)
+                                 weight=adapt.distill_weight,
+                                 threshold=adapt.get('teacher_confidence', 0.0))
 
 
 def _mean_teacher(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
@@ -720,7 +721,8 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
         terms.update(domain_terms)
       if cross is not None:
         for t in cross.streams:
-          losses[f'{t}_shared'] = cross.loss(heatmaps[t], teacher_heatmaps[t], joint_weights[t])
+          losses[f'{t}_shared'], terms[f'{t}_shared_confident'] = cross.loss(
+              heatmaps[t], teacher_heatmaps[t], joint_weights[t])
           total += cross.weight * loss_weights[t] * losses[f'{t}_shared']
       elif teacher_state is not None:
         for t in batch:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from vitpose_jax import codec, skeletons
+from vitpose_jax.adapt import meanteacher
 
 
 class CrossSchemaError(ValueError):
@@ -32,17 +33,20 @@ def shared_channels(teacher: skeletons.Schema, student: skeletons.Schema
 
 
 def shared_joint_loss(student: jax.Array, teacher: jax.Array, teacher_index, student_index,
-                      joint_weights: jax.Array | None = None) -> jax.Array:
-  """The heatmap MSE (as :func:`vitpose_jax.codec.joints_mse`, over the shared channels) of the
-  student's (B, h, w, K_student) heatmaps to the teacher's (B, h, w, K_teacher), channel
-  ``student_index[i]`` against ``teacher_index[i]``; ``joint_weights`` (K_student,) are the
+                      joint_weights: jax.Array | None = None, threshold: float = 0.0
+                      ) -> tuple[jax.Array, jax.Array]:
+  """``(loss, confident fraction)``: the heatmap MSE (as :func:`vitpose_jax.codec.joints_mse`,
+  over the shared channels) of the student's (B, h, w, K_student) heatmaps to the teacher's
+  (B, h, w, K_teacher), channel ``student_index[i]`` against ``teacher_index[i]``, counting a
+  sample's shared joint only where the teacher's heatmap peaks at ``threshold`` or more (a flat,
+  unsure heatmap would teach the student to be unsure); ``joint_weights`` (K_student,) are the
   student schema's. No gradient reaches the teacher or the student's other channels."""
   student_index = jnp.asarray(student_index)
   target = jax.lax.stop_gradient(jnp.asarray(teacher, jnp.float32)[..., jnp.asarray(teacher_index)])
   picked = student[..., student_index]
-  weights = jnp.ones(picked.shape[:1] + picked.shape[-1:], jnp.float32)
+  weights = meanteacher.confident_joints(target, threshold)
   joints = None if joint_weights is None else jnp.asarray(joint_weights)[student_index]
-  return codec.joints_mse(picked, target, weights, joints)
+  return codec.joints_mse(picked, target, weights, joints), jnp.mean(weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CrossSchema:
     teacher_index, student_index: the shared channels (:func:`shared_channels`).
     weight: weight of :func:`shared_joint_loss` in the total loss, per stream (times the
       stream's ``loss_weight``).
+    threshold: the teacher's heatmap peak from which a shared joint is taught.
   """
 
   teacher_task: str
@@ -62,8 +67,10 @@ class CrossSchema:
   teacher_index: tuple[int, ...]
   student_index: tuple[int, ...]
   weight: float
+  threshold: float = 0.0
 
   def loss(self, student: jax.Array, teacher: jax.Array,
-           joint_weights: jax.Array | None = None) -> jax.Array:
+           joint_weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(loss, confident fraction)`` of :func:`shared_joint_loss`."""
     return shared_joint_loss(student, teacher, self.teacher_index, self.student_index,
-                             joint_weights)
+                             joint_weights, self.threshold)
