@@ -183,7 +183,7 @@ def test_the_adversarial_step_trains_the_classifier_and_reverses_its_gradient(ca
   # The loss: each labelled stream's heatmap loss, plus the weighted domain term.
   assert float(metrics['train/loss']) == pytest.approx(
       float(metrics['train/target_loss']) + float(metrics['train/synthetic_loss'])
-      + 0.01 * float(metrics['train/domain']), rel=1e-5)
+      + config.adapt.domain_weight * float(metrics['train/domain']), rel=1e-5)
   # The step saves and restores the classifier with the rest of the state.
   with checkpoint.TrainCheckpoints(str(tmp_path), graphdef, keep=1) as ckpt:
     ckpt.save(1, new, {'x': 1})
