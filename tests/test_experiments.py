@@ -124,6 +124,31 @@ def test_adapt_infants_scores_every_arm_on_test_seeds_and_accumulates_arms(tmp_p
 
 
 @pytest.mark.slow
+def test_adapt_infants_few_label_arms_score_their_own_head_and_schema(tmp_path):
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
+  out = tmp_path / 'out'
+  subprocess.run([sys.executable, str(ROOT / 'experiments' / 'adapt_infants.py'), '--out',
+                  str(out), '--runlocal', '--batch', '2', '--seeds', '1', '--num-test', '4',
+                  '--labels', '0.1', '--arms', 'finetune,adversarial'],
+                 check=True, capture_output=True, text=True, env=env)
+  table = (out / 'results.md').read_text()
+  results = json.loads((out / 'results.json').read_text())
+  assert list(results['table']) == ['finetune', 'adversarial']
+  assert results['labels'] == 0.1 and results['schema'] == 'infant_smil25'
+  assert results['test']['population'] == 'infant' and results['test']['style'] == 'shifted'
+  assert '| + mixing + adversarial | ' in table and 'AP vs fine-tune' in table
+  scored = json.loads((out / 'runs' / 'adversarial-seed0' / 'test_metrics.json').read_text())
+  assert scored['target/instances'] == 4
+  config = json.loads((out / 'runs' / 'adversarial-seed0' / 'config.json').read_text())
+  assert config['tasks']['target']['schema'] == 'infant_smil25'
+  assert config['tasks']['target']['train']['subset'] == [0.0, 0.1]
+  # Without --labels the few-label arms are unknown, and the other way round.
+  wrong = subprocess.run([sys.executable, str(ROOT / 'experiments' / 'adapt_infants.py'),
+                          '--arms', 'adversarial'], capture_output=True, text=True, env=env)
+  assert wrong.returncode == 2 and 'with --labels: finetune' in wrong.stderr
+
+
+@pytest.mark.slow
 def test_finetune_populations_scores_on_test_seeds_and_accumulates_arms(tmp_path):
   env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
   out = tmp_path / 'out'
