@@ -195,6 +195,9 @@ def _few_labels(arg) -> ml_collections.ConfigDict:
     raise ValueError('config argument synthetic is for method=finetune (adversarial always '
                      'mixes synthetic images in; crossschema has none)')
   mixes = arg.method == 'adversarial' or arg.synthetic
+  if not mixes and arg.mix != 0.5:
+    raise ValueError('config argument mix is for method=adversarial and '
+                     'method=finetune,synthetic (the arms that mix synthetic images in)')
   if mixes and not 0.0 < arg.mix < 1.0:
     raise ValueError(f'config argument mix={arg.mix}: the synthetic share of the labelled '
                      'batch, between 0 and 1')

@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vitpose_jax import checkpoint, configlib, models, skeletons, train
 from vitpose_jax.adapt import adversarial, crossschema
+from vitpose_jax.data.coco import DataError
 
 from conftest import SMALL_IMAGE, tiny_config
 
@@ -191,6 +192,14 @@ def test_the_adversarial_step_trains_the_classifier_and_reverses_its_gradient(ca
     restored, _ = ckpt.restore(1, state)
   for a, b in zip(jax.tree.leaves(restored['domain']), jax.tree.leaves(new['domain'])):
     np.testing.assert_array_equal(a, b)
+  # A checkpoint of a run without the classifier is refused in one line, not half restored.
+  with checkpoint.TrainCheckpoints(str(tmp_path / 'plain'), graphdef, keep=1) as ckpt:
+    ckpt.save(1, {k: v for k, v in new.items() if k != 'domain'}, {'x': 1})
+    ckpt.wait()
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"has no 'domain' item: a run without config.adapt.method="
+                       r'adversarial wrote it'):
+      ckpt.check_resumable(1, state)
 
 
 @pytest.mark.slow
@@ -236,6 +245,15 @@ def test_bad_adversarial_and_cross_schema_configs_are_refused():
   with pytest.raises(train.TrainingError, match=r"domains.a .*\['nope'\] are not tasks"):
     train._adaptation(config, mcfg)
   with config.unlocked():
+    config.adapt.domains = {'a': 'synthetic', 'b': ('target', 'unlabeled')}
+  with pytest.raises(train.TrainingError, match=r"domains.a 'synthetic' is a string: give a list"):
+    train._adaptation(config, mcfg)
+  with config.unlocked():
+    config.tasks.target.train.subset = (0.5, 0.2)
+  with pytest.raises(DataError, match=r'^tasks.target.train: synthetic data spec: subset '):
+    train.labelled_tasks(config)
+  with config.unlocked():
+    config.tasks.target.train.subset = (0.0, 0.1)
     config.adapt.domains = {'a': ('synthetic',), 'b': ('target',)}
   # The unlabeled stream would train nothing.
   with pytest.raises(train.TrainingError, match=r"tasks \['unlabeled'\] have labels=False"):
@@ -255,6 +273,7 @@ def test_bad_adversarial_and_cross_schema_configs_are_refused():
                        ('method=finetune,prior', 'for method=meanteacher|source'),
                        ('method=meanteacher,labels=0.2', 'for method=finetune'),
                        ('method=adversarial,mix=1.0', 'mix=1.0'),
+                       ('method=finetune,mix=0.3', 'mix is for method=adversarial'),
                        ('method=finetune,labels=1.0', 'labels=1.0'),
                        ('method=crossschema,synthetic', 'synthetic is for method=finetune')):
     with pytest.raises(ValueError, match=message):

@@ -286,3 +286,18 @@ def test_a_bad_subset_is_an_error_naming_the_field_and_value(tmp_path, subset):
   with pytest.raises(DataError, match=r'^coco data spec: subset .* is not \(start, stop\) '
                      r'fractions with 0 <= start < stop <= 1$'):
     sources.has_labels(spec)
+
+
+def test_an_empty_subset_and_errors_in_a_part_name_the_users_file(tmp_path):
+  path, folder = _many_images_file(tmp_path, num_images=10)
+  spec = dict(source='coco', annotations=path, images=folder)
+  cache = str(tmp_path / 'cache')
+  with pytest.raises(DataError, match=r'people.json: subset \(0, 0.04\) keeps none of its 10 '
+                     r'images: widen the range$'):
+    sources.files({**spec, 'subset': (0, 0.04)}, 'train', cache_dir=cache)
+  os.remove(os.path.join(folder, '3.png'))
+  # Strict reading stops at the missing image: the message names the file the part came from.
+  with pytest.raises(DataError) as error:
+    pipeline.open_source({**spec, 'subset': (0, 1)}, COCO17, strict=True, cache_dir=cache)
+  assert str(error.value).startswith(f'{path} (subset (0, 1)): annotation ')
+  assert 'cache' not in str(error.value).split(':')[0]

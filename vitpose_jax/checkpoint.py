@@ -29,6 +29,8 @@ DATA_ITEM = 'data'  # the grain iterator's state, JSON
 # A mean-teacher run's EMA teacher (parameters and BatchNorm statistics, as pure dicts).
 TEACHER_ITEM = 'teacher'
 DOMAIN_ITEM = 'domain'
+# The train state's optional items, each with the adaptation method whose runs have it.
+_OPTIONAL_ITEMS = {TEACHER_ITEM: 'meanteacher', DOMAIN_ITEM: 'adversarial'}
 
 
 class CheckpointError(ValueError):
@@ -130,6 +132,16 @@ class TrainCheckpoints:
       self.wait()
       if jax.process_index() == 0:
         write_best(self.workdir, record)
+
+  def check_resumable(self, step: int, state: dict[str, Any]):
+    """CheckpointError (one line) when ``step`` lacks an item of ``state``: a run without that
+    adaptation method wrote it, so this config cannot resume it."""
+    step_dir = os.path.join(checkpoint_dir(self.workdir), str(step))
+    for item, method in _OPTIONAL_ITEMS.items():
+      if item in state and not os.path.isdir(os.path.join(step_dir, item)):
+        raise CheckpointError(
+            f'{step_dir} has no {item!r} item: a run without config.adapt.method={method} wrote '
+            'it; resume it with the config that wrote it, or train this one in a new --workdir')
 
   def restore(self, step: int, state: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """``(state, data_state)`` at ``step``, each array with the sharding of its counterpart in

@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
 from vitpose_jax.adapt import adversarial, crossschema, meanteacher
 from vitpose_jax.data import pipeline, transforms
+from vitpose_jax.data.coco import DataError
 from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
 
@@ -190,7 +191,16 @@ def _check_test_seeds(config):
 def labelled_tasks(config: ml_collections.ConfigDict) -> set[str]:
   """The tasks whose training data has labels (a data spec's ``labels``, default True): only
   they have a supervised loss."""
-  return {name for name, t in config.tasks.items() if data_sources.has_labels(t.train)}
+  out = set()
+  for name, t in config.tasks.items():
+    for split in ('train', 'val'):
+      try:
+        labelled = data_sources.has_labels(t[split])
+      except DataError as e:
+        raise DataError(f'tasks.{name}.{split}: {e}') from None
+      if split == 'train' and labelled:
+        out.add(name)
+  return out
 
 
 def _unlabelled_users(config: ml_collections.ConfigDict, method: str) -> set[str]:
@@ -248,6 +258,9 @@ def _adversarial(config: ml_collections.ConfigDict, total_steps: int):
     raise TrainingError(f'config.adapt.domains must name two domains, each a list of task '
                         f'streams; got {dict(domains)!r}')
   for name, streams in domains.items():
+    if isinstance(streams, str):
+      raise TrainingError(f'config.adapt.domains.{name} {streams!r} is a string: give a list of '
+                          f'task streams, e.g. ({streams!r},)')
     unknown = [s for s in streams if s not in config.tasks]
     if not streams or unknown:
       raise TrainingError(f'config.adapt.domains.{name} {tuple(streams)!r}: '
@@ -981,11 +994,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Run directory and resumption. Process 0 writes the files; every process takes part in
   # checkpointing (Orbax coordinates them).
   primary = jax.process_index() == 0
-  if primary:
-    write_run_description(workdir, config, mcfg)
   ckpt = checkpoint.TrainCheckpoints(workdir, graphdef, keep=config.checkpoint.keep,
                                      best_metric=config.checkpoint.get('best_metric') or '')
   start = ckpt.latest_step
+  if start is not None:
+    # Before config.json is replaced: a refused resume leaves the run directory as it was.
+    ckpt.check_resumable(start, state)
+  if primary:
+    write_run_description(workdir, config, mcfg)
   if start is not None:
     state, data_state = ckpt.restore(start, state)
     iterator.set_state(data_state)

@@ -46,8 +46,17 @@ def open_source(spec: Mapping[str, Any], schema: Schema, *, split: str = 'train'
   into the cache on first use; a spec with ``labels=False`` (:func:`sources.has_labels`) gives
   instances with zero keypoints and visibilities. DataError on a bad spec or bad files."""
   annotations, images = sources.files(spec, split, cache_dir=cache_dir)
-  packed = packing.packed_coco(annotations, images, schema, split=split, strict=strict,
-                               labels=sources.has_labels(spec), cache_dir=cache_dir)
+  try:
+    packed = packing.packed_coco(annotations, images, schema, split=split, strict=strict,
+                                 labels=sources.has_labels(spec), cache_dir=cache_dir)
+  except DataError as e:
+    if 'subset' not in spec:
+      raise
+    # The part is a file in the cache; the user knows the file it was cut from.
+    original, _ = sources.files({k: v for k, v in spec.items() if k != 'subset'}, split,
+                                cache_dir=cache_dir)
+    raise DataError(str(e).replace(
+        annotations, f'{original} (subset {tuple(spec["subset"])})')) from None
   return packed.source(split)
 
 

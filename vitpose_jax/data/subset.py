@@ -9,7 +9,8 @@ file with adjacent ranges are disjoint and together cover it, e.g. 10% of the ta
 
 The part is written once as a COCO file into ``$VITPOSE_JAX_CACHE/subsets/``, named by a hash of
 the source file's identity (path, size, mtime) and the range, and then packed like any other.
-Annotation and image ids are the source file's, so messages about them still name its entries.
+Annotation and image ids are the source file's, and errors met reading the part name the source
+file and the range (:func:`vitpose_jax.data.pipeline.open_source`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def subset_file(annotations: str, subset: Sequence[float], *,
                 cache_dir: str | None = None) -> str:
   """The path of the COCO file holding part ``subset`` of ``annotations``' images (module
   docstring), made on first use and then found in the cache. Its other top-level fields
-  (``categories``, ``info``) are kept. DataError for a bad range or a file that is not COCO."""
+  (``categories``, ``info``) are kept. DataError for a bad range, a range that keeps no image,
+  or a file that is not COCO."""
   start, stop = check_range(subset, annotations)
   annotations = os.path.abspath(annotations)
   try:
@@ -73,6 +75,9 @@ def subset_file(annotations: str, subset: Sequence[float], *,
   ranks = image_ranks(len(images))
   first, last = round(start * len(images)), round(stop * len(images))
   dropped = {image['id'] for image, rank in zip(images, ranks) if not first <= rank < last}
+  if first == last:
+    raise DataError(f'{annotations}: subset ({start:g}, {stop:g}) keeps none of its '
+                    f'{len(images)} images: widen the range')
   data['images'] = [image for image, rank in zip(images, ranks) if first <= rank < last]
   # Only the dropped images' annotations go: a malformed one stays, for the reader to count.
   data['annotations'] = [a for a in data['annotations'] if not _of(a, dropped)]
