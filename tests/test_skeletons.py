@@ -11,7 +11,7 @@ from vitpose_jax.skeletons import SchemaError, make_schema
 
 BUILTIN_SIZES = {
     'coco17': 17, 'coco_wholebody133': 133, 'infant_smil25': 25, 'wheelchair23': 23,
-    'aggpose21': 21, 'aic14': 14, 'mpii16': 16, 'ap10k17': 17, 'apt36k17': 17,
+    'aggpose21': 21, 'aic14': 14, 'mpii16': 16, 'ap10k17': 17, 'apt36k17': 17, 'goliath308': 308,
 }
 
 

@@ -2,10 +2,15 @@
 
 Names, sigmas, joint weights and links follow the datasets' own metadata as mmpose publishes it
 (configs/_base_/datasets/*.py), renamed to snake_case where a dataset uses other spellings; the
-dataset's own names are kept in ``source_names``.
+dataset's own names are kept in ``source_names``. Goliath-308's metadata comes from Meta's Sapiens
+(pose/configs/_base_/datasets/goliath.py), stored as data in goliath308.json.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
 
 from vitpose_jax.skeletons.schema import CENTRE_COLOR, Schema, make_schema
 
@@ -318,7 +323,62 @@ def apt36k17() -> Schema:
   )
 
 
+@functools.cache
+def _goliath_record() -> dict:
+  """goliath308.json: Sapiens' Goliath keypoint metadata as data (see :func:`goliath308`)."""
+  return json.loads(
+      importlib.resources.files('vitpose_jax.skeletons').joinpath('goliath308.json').read_text()
+  )
+
+
+def goliath308() -> Schema:
+  """Meta's Goliath-308 keypoints, as the Sapiens pose models predict them.
+
+  Source: facebookresearch/sapiens, pose/configs/_base_/datasets/goliath.py (CC BY-NC 4.0, as are
+  Sapiens' code and weights), held in goliath308.json: names, each point's ``swap`` partner, OKS
+  sigmas, colours, links and upper/lower types, in Sapiens' order after its ``remove_teeth`` step
+  drops the 36 teeth points of the 344 it defines. The order is Sapiens': 15 body points (COCO-17
+  without the wrists), 6 foot, 20 right-hand points then ``right_wrist``, 20 left-hand points then
+  ``left_wrist``, 7 extra (olecranon, cubital fossa, acromion, neck) and 238 face points. The
+  names are Sapiens' own, which use COCO-WholeBody's spellings for the points both share, so
+  :func:`~vitpose_jax.skeletons.keypoint_mapping` finds the 17 COCO points and 53 COCO-WholeBody
+  points exactly as Sapiens' name matching does.
+
+  Flip pairs are Sapiens' ``swap`` fields, never derived from names: many face contours pair
+  differently numbered points (``l_border_of_iris_3`` with ``r_border_of_iris_9``), and the face's
+  side marker sits inside the name (``end_of_r_eyebrow``). Sixteen midline points swap with
+  themselves. Parts are the slices of that order, so ``body`` holds 15 points and each hand part
+  its 20 points plus the wrist (21, as a COCO-WholeBody hand with its root). Joint weights are 1;
+  half-body augmentation puts Sapiens' ``lower`` points (hips, knees, ankles, feet) in the lower
+  body and everything else, face and hands included, in the upper, as ``coco_wholebody133`` does.
+  """
+  rec = _goliath_record()
+  names = rec['keypoints']
+  index = {n: i for i, n in enumerate(names)}
+  flips = sorted({tuple(sorted((i, index[p]))) for i, p in enumerate(rec['flip_partner']) if p})
+  lower = [i for i, t in enumerate(rec['half_body']) if t == 'lower']
+  sizes = (('body', 15), ('feet', 6), ('right_hand', 21), ('left_hand', 21), ('extra', 7),
+           ('face', 238))
+  parts, start = [], 0
+  for part, size in sizes:
+    parts.append((part, start, start + size))
+    start += size
+  return make_schema(
+      'goliath308', names, rec['sigmas'], flip_pairs=flips,
+      links=[tuple(link) for link in rec['links']], link_colors=rec['link_colors'],
+      keypoint_colors=rec['keypoint_colors'],
+      upper_body_ids=[i for i in range(len(names)) if i not in set(lower)], lower_body_ids=lower,
+      parts=parts,
+      sigma_note=(
+          'Sapiens Goliath sigmas (facebookresearch/sapiens pose/configs/_base_/datasets/'
+          'goliath.py, CC BY-NC 4.0): COCO-WholeBody sigmas for the points named alike; finger '
+          'third joints .022/.026/.018/.017/.020 (thumb to pinky), neck and acromion .079, '
+          'olecranon and cubital fossa .072; .010 for every other point, the face.'
+      ),
+  )
+
+
 BUILTINS = (
     coco17, coco_wholebody133, infant_smil25, wheelchair23, aggpose21, aic14, mpii16, ap10k17,
-    apt36k17,
+    apt36k17, goliath308,
 )
