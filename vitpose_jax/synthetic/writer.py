@@ -74,8 +74,10 @@ def _annotation(inst: Instance, schema: skeletons.Schema, ann_id: int, image_id:
   }
   # A schema with COCO-WholeBody's parts is written in COCO-WholeBody's split-field format, so
   # the synthetic data exercises the reader path real WholeBody files take.
-  split_parts = [p for p, _, _ in schema.parts if p in coco.WHOLEBODY_FIELDS and p != 'body']
-  if not split_parts:
+  # Only when every part is a WholeBody field: a schema with other parts too (goliath308's feet,
+  # hands, extra) would lose their points in that format.
+  split_parts = [p for p, _, _ in schema.parts if p != 'body']
+  if not split_parts or any(p not in coco.WHOLEBODY_FIELDS for p in split_parts):
     ann['keypoints'] = _flat(inst.keypoints)
     return ann
   ann['keypoints'] = _flat(inst.keypoints[schema.part('body')])
