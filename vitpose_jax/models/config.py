@@ -37,7 +37,7 @@ VARIANTS: dict[str, Variant] = {
     'nano': Variant(32, 2, 2, 8, 0.0, 0.8, 0.8, deconv_channels=16),
 }
 
-DECODERS = ('classic', 'simple')
+DECODERS = ('classic', 'simple', 'sapiens')
 DTYPES = ('float32', 'bfloat16', 'float16')
 ATTENTION = ('auto', 'xla', 'cudnn')
 
@@ -83,6 +83,15 @@ class ModelConfig:
   kernels of the device the model is built for.
   ``heatmap_sigma`` and ``blur_kernel_size``: the codec's target σ (heatmap pixels) and decoding
   blur; :attr:`codec` is the whole record, written to ``model.json`` as ``codec``.
+  ``pos_embed_cls_slot``: the position embedding's layout. True (ViTPose): (1, 1 + L, C), its
+  first (cls) slot added to every patch token, as the official ViTPose does without a cls token
+  in the sequence. False (Sapiens' ViT, ``with_cls_token=False``): (1, L, C), one vector per
+  patch. ``model.json`` holds it only when False, so files written before it existed, and
+  every file of a cls-slot model, are unchanged.
+  Heads (``TaskSpec.head``): 'classic' (ViTPose's deconvolutions + BatchNorm + ReLU), 'simple'
+  (bilinear ×4 + 3×3 conv) or 'sapiens' (Sapiens' HeatmapHead: ``num_deconv_layers``
+  deconvolutions, then two 1×1 convs, each followed by InstanceNorm and SiLU, all
+  ``deconv_channels`` wide).
   """
 
   tasks: tuple[TaskSpec, ...]
@@ -107,6 +116,7 @@ class ModelConfig:
   knowledge_source_width: int = 0
   heatmap_sigma: float = 2.0
   blur_kernel_size: int = 11
+  pos_embed_cls_slot: bool = True
 
   def __post_init__(self):
     def fail(msg):
@@ -130,6 +140,8 @@ class ModelConfig:
     if self.knowledge_source_width < 0 or (self.knowledge_source_width
                                            and not self.num_knowledge_tokens):
       fail(f'knowledge_source_width {self.knowledge_source_width} needs num_knowledge_tokens > 0')
+    if not isinstance(self.pos_embed_cls_slot, bool):
+      fail(f'pos_embed_cls_slot {self.pos_embed_cls_slot!r} must be true or false')
     if not 0.0 <= self.drop_path < 1.0:
       fail(f'drop_path {self.drop_path} must be in [0, 1)')
     for t in self.tasks:
@@ -194,6 +206,8 @@ class ModelConfig:
   def to_dict(self) -> dict[str, Any]:
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
            if f.name not in ('tasks', *_CODEC_FIELDS)}
+    if self.pos_embed_cls_slot:
+      del out['pos_embed_cls_slot']  # the default, left out: model.json as before the field
     out['image_size'] = list(self.image_size)
     out['heatmap_size'] = list(self.heatmap_size)
     out['codec'] = self.codec.to_dict()
@@ -216,6 +230,7 @@ class ModelConfig:
     same."""
     old, new = (json.loads(json.dumps(c.to_dict())) for c in (self, other))
     for side in (old, new):
+      side.setdefault('pos_embed_cls_slot', True)  # written only when False
       for name in ignore:
         side.pop(name, None)
       for task in side['tasks'].values():

@@ -1,4 +1,5 @@
-"""Heatmap heads (docs/design.md): the classic deconvolution decoder and the simple bilinear one.
+"""Heatmap heads (docs/design.md): the classic deconvolution decoder, the simple bilinear one and
+Sapiens' (deconvolutions and 1×1 convs with InstanceNorm and SiLU).
 
 Input is the backbone's feature map (N, rows, cols, C); output heatmaps (N, 4·rows, 4·cols, K).
 """
@@ -87,4 +88,41 @@ class SimpleDecoder(nnx.Module):
     # jax.image.resize's bilinear uses half-pixel centres, i.e. torch's align_corners=False, and
     # antialiasing only matters when downsampling.
     x = jax.image.resize(jax.nn.relu(x), (n, 4 * h, 4 * w, c), method='bilinear')
+    return self.final_layer(x)
+
+
+def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """torch's InstanceNorm2d without affine or running statistics, channels-last: each sample's
+  channel normalised over its spatial positions by its biased variance, in float32."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(axis=(1, 2), keepdims=True)
+  var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+class SapiensDecoder(nnx.Module):
+  """Sapiens' HeatmapHead (``use_silu``): ``num_layers`` × (ConvTranspose k4 s2 p1 without bias,
+  InstanceNorm, SiLU), ``num_convs`` × (1×1 conv with bias, InstanceNorm, SiLU), then a 1×1 conv
+  to K channels. Every layer before the last is ``channels`` wide (768 in all released Sapiens
+  pose models). InstanceNorm has no weights (affine=False, eps 1e-5) and no batch statistics, so
+  training and inference compute the same function."""
+
+  def __init__(self, in_features: int, num_keypoints: int, *, channels: int = 768,
+               num_layers: int = 2, num_convs: int = 2, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.deconv_layers = nnx.List([
+        Deconv4x2(in_features if i == 0 else channels, channels, dtype=dtype, rngs=rngs)
+        for i in range(num_layers)])
+    width = channels if num_layers else in_features
+    self.conv_layers = nnx.List([
+        nnx.Conv(width if i == 0 else channels, channels, kernel_size=(1, 1),
+                 kernel_init=_head_init, dtype=dtype, rngs=rngs)
+        for i in range(num_convs)])
+    self.final_layer = nnx.Conv(channels if num_layers or num_convs else in_features,
+                                num_keypoints, kernel_size=(1, 1), kernel_init=_head_init,
+                                dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    del train  # InstanceNorm: the same in training and inference
+    for layer in (*self.deconv_layers, *self.conv_layers):
+      x = jax.nn.silu(instance_norm(layer(x)))
     return self.final_layer(x)

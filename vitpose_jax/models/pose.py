@@ -19,7 +19,7 @@ from flax import nnx
 
 from vitpose_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitpose_jax.models.config import ModelConfig, ModelConfigError, TaskSpec
-from vitpose_jax.models.heads import ClassicDecoder, SimpleDecoder
+from vitpose_jax.models.heads import ClassicDecoder, SapiensDecoder, SimpleDecoder
 from vitpose_jax.models.vit import Kernels, ViT
 
 
@@ -27,6 +27,9 @@ def _make_head(config: ModelConfig, task: TaskSpec, rngs: nnx.Rngs) -> nnx.Modul
   dtype = jnp.dtype(config.dtype)
   if task.head == 'classic':
     return ClassicDecoder(config.width, task.num_keypoints, channels=config.deconv_channels,
+                          num_layers=config.num_deconv_layers, dtype=dtype, rngs=rngs)
+  if task.head == 'sapiens':
+    return SapiensDecoder(config.width, task.num_keypoints, channels=config.deconv_channels,
                           num_layers=config.num_deconv_layers, dtype=dtype, rngs=rngs)
   return SimpleDecoder(config.width, task.num_keypoints, dtype=dtype, rngs=rngs)
 

@@ -50,7 +50,7 @@ def _copy_shared(src: dict, dst: dict, copy: Callable[[object, object, str], obj
 
 def _same_backbone_geometry(a: ModelConfig, b: ModelConfig) -> list[str]:
   fields = ('width', 'depth', 'num_heads', 'mlp_ratio', 'patch_size', 'patch_padding',
-            'image_size')
+            'image_size', 'pos_embed_cls_slot')
   return [f'{f}: {getattr(a, f)} vs {getattr(b, f)}' for f in fields
           if getattr(a, f) != getattr(b, f)]
 

@@ -192,11 +192,12 @@ class PatchEmbed(nnx.Module):
 
 
 class ViT(nnx.Module):
-  """Patch embedding (k16 s16, padding 2), cls-slot position embedding, blocks, final LayerNorm.
+  """Patch embedding (k16 s16, padding 2), position embedding, blocks, final LayerNorm.
 
   As in the official ViTPose, there is no cls token in the sequence: the position embedding has
-  shape (1, L + 1, C) and its cls slot is added to every patch token. ``kernels``: see
-  :class:`Kernels`.
+  shape (1, L + 1, C) and its cls slot is added to every patch token. With
+  ``config.pos_embed_cls_slot`` false (Sapiens) it has shape (1, L, C), one vector per patch.
+  ``kernels``: see :class:`Kernels`.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, kernels: Kernels = Kernels()):
@@ -207,7 +208,8 @@ class ViT(nnx.Module):
     # Learnable, initialised as MAE's fixed sin-cos table: the official recipe starts from MAE
     # weights, whose position embedding is that table. From random N(0, .02) init a small model
     # trained from scratch barely uses positions: patch features are ~50× larger.
-    self.pos_embed = nnx.Param(jnp.asarray(sincos_position_table(*config.grid_size, c)))
+    table = sincos_position_table(*config.grid_size, c)
+    self.pos_embed = nnx.Param(jnp.asarray(table if config.pos_embed_cls_slot else table[:, 1:]))
 
     depth = config.depth
     rates = [config.drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
@@ -246,7 +248,10 @@ class ViT(nnx.Module):
     n, gh, gw, c = x.shape
     x = x.reshape(n, gh * gw, c)
     pos = self.pos_embed[...].astype(x.dtype)
-    x = x + pos[:, 1:] + pos[:, :1]
+    if cfg.pos_embed_cls_slot:
+      x = x + pos[:, 1:] + pos[:, :1]
+    else:
+      x = x + pos
     if extra_tokens is not None:
       x = jnp.concatenate([x, extra_tokens.astype(x.dtype)], axis=1)
     keys = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
