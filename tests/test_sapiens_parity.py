@@ -193,3 +193,14 @@ def test_position_embedding_layout_and_model_json(tmp_path, cls_slot):
   assert ('pos_embed_cls_slot' in data) == (not cls_slot)
   assert ModelConfig.load(tmp_path) == config
   assert config.differences(ModelConfig.load(tmp_path)) == []
+
+
+def test_weights_do_not_move_between_the_two_position_embedding_layouts():
+  sapiens = models.create_model(_config())
+  vitpose = models.create_model(_config().replace(pos_embed_cls_slot=True))
+  with pytest.raises(models.ModelConfigError, match=r'backbone\.pos_embed has shape'):
+    models.init_from(vitpose, sapiens)
+  factorized = _config().replace(expert_dim=16, num_experts=2, tasks=tuple(
+      TaskSpec(t.name, t.schema, expert=i, head=t.head) for i, t in enumerate(_config().tasks)))
+  with pytest.raises(models.ModelConfigError, match='pos_embed_cls_slot: False vs True'):
+    models.factorize(sapiens, factorized.replace(pos_embed_cls_slot=True))
