@@ -168,15 +168,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       type='keypoints', task='target' if arg.method == 'meanteacher' else 'coco',
       data=(config_dict.placeholder(ml_collections.ConfigDict) if arg.method == 'meanteacher'
             else target_val), batch_size=batch)}
-  config.eval_every_steps = 0
-  config.checkpoint.best_metric = ''
-  config.optimizer.lr = 2e-4
-  config.schedule.kind = 'cosine'
-  if not arg.runlocal:
-    config.schedule.warmup_steps = 20
-    configlib.set_duration(config, steps=arg.steps)
-  config.plots = 0 if arg.runlocal else 4
-  return config
+  return _schedule(config, arg, lr=2e-4)
 
 
 def _few_labels(arg) -> ml_collections.ConfigDict:
@@ -254,9 +246,15 @@ def _few_labels(arg) -> ml_collections.ConfigDict:
   config.evals = {'target': dict(type='keypoints', task='target',
                                  data=config_dict.placeholder(ml_collections.ConfigDict),
                                  batch_size=batch)}
+  return _schedule(config, arg, lr=FEW_LABEL_LR)
+
+
+def _schedule(config: ml_collections.ConfigDict, arg, *, lr: float) -> ml_collections.ConfigDict:
+  """What every method shares: ``arg.steps`` steps (3 with runlocal) at ``lr`` with a cosine
+  decay after a 20-step warm-up, one evaluation at the end that picks no checkpoint."""
   config.eval_every_steps = 0
   config.checkpoint.best_metric = ''
-  config.optimizer.lr = FEW_LABEL_LR
+  config.optimizer.lr = lr
   config.schedule.kind = 'cosine'
   if not arg.runlocal:
     config.schedule.warmup_steps = 20

@@ -14,8 +14,6 @@ detections file's identity (path, size, mtime), the image folder and ``min_score
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from typing import Any
@@ -85,17 +83,8 @@ def coco_file(detections: str, images: str, *, min_score: float = 0.0,
   JSON list of detections, an entry without a path ``file_name``, a 4-number ``bbox`` or a finite
   ``score``, or an image that cannot be opened.
   """
-  detections = os.path.abspath(detections)
-  try:
-    stat = os.stat(detections)
-  except FileNotFoundError:
-    raise DataError(f'{detections}: detections file not found') from None
-  identity = {'detections': detections, 'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns,
-              'images': os.path.abspath(images), 'min_score': float(min_score)}
-  key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-  root = os.path.join(cache_dir or packing.cache_root(), 'detections')
-  stem = os.path.splitext(os.path.basename(detections))[0]
-  out = os.path.join(root, f'{stem}-{key}.json')
+  out = packing.derived_cache_file(detections, 'detections file', 'detections', cache_dir,
+                                   images=os.path.abspath(images), min_score=float(min_score))
   if os.path.isfile(out):
     return out
   packing.write_cache_json(out, _convert(detections, images, min_score))

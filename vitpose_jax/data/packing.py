@@ -45,6 +45,23 @@ def cache_root() -> str:
   return os.path.expanduser(os.environ.get('VITPOSE_JAX_CACHE', '~/.cache/vitpose_jax'))
 
 
+def derived_cache_file(source: str, what: str, folder: str, cache_dir: str | None = None,
+                       **options) -> str:
+  """The cache path (``<cache>/<folder>/<stem>-<hash>.json``) of a JSON file derived from file
+  ``source`` with ``options``: the hash covers the source's path, size and mtime and the options,
+  so a changed source or option gives a new file. DataError naming ``source`` (``what`` it is)
+  when it is missing."""
+  source = os.path.abspath(source)
+  try:
+    stat = os.stat(source)
+  except FileNotFoundError:
+    raise DataError(f'{source}: {what} not found') from None
+  identity = {'source': source, 'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns, **options}
+  key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+  stem = os.path.splitext(os.path.basename(source))[0]
+  return os.path.join(cache_dir or cache_root(), folder, f'{stem}-{key}.json')
+
+
 def write_cache_json(path: str, data: Any):
   """Writes ``data`` as JSON to the cache file ``path`` atomically (a reader never sees half a
   file); when another process wrote ``path`` first, theirs is kept, so a packing key made from

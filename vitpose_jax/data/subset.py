@@ -15,8 +15,6 @@ file and the range (:func:`vitpose_jax.data.pipeline.open_source`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -57,16 +55,8 @@ def subset_file(annotations: str, subset: Sequence[float], *,
   (``categories``, ``info``) are kept. DataError for a bad range, a range that keeps no image,
   or a file that is not COCO."""
   start, stop = check_range(subset, annotations)
-  annotations = os.path.abspath(annotations)
-  try:
-    stat = os.stat(annotations)
-  except FileNotFoundError:
-    raise DataError(f'{annotations}: annotation file not found') from None
-  identity = {'annotations': annotations, 'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns,
-              'subset': [start, stop]}
-  key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-  stem = os.path.splitext(os.path.basename(annotations))[0]
-  out = os.path.join(cache_dir or packing.cache_root(), 'subsets', f'{stem}-{key}.json')
+  out = packing.derived_cache_file(annotations, 'annotation file', 'subsets', cache_dir,
+                                   subset=[start, stop])
   if os.path.isfile(out):
     return out
   data = load_coco_json(annotations)
