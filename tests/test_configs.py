@@ -25,7 +25,8 @@ DOCS = ['README.md', 'configs/README.md'] + sorted(
 # which fields exist or what they hold.
 CONFIGS = ['multitask.py', 'multitask.py:variant=B', 'multitask.py:runlocal',
            'multitask.py:scratch', 'multitask.py:variant=B,runlocal', 'single_task.py:task=infant',
-           'finetune.py', 'finetune.py:epochs=2', 'distill.py:stage=tokens',
+           'finetune.py', 'finetune.py:epochs=2', 'finetune.py:train=heads,augment=none',
+           'distill.py:stage=tokens',
            'distill.py:stage=student', 'distill.py:stage=student,runlocal',
            'adapt.py:method=adversarial', 'adapt.py:method=crossschema']
 
@@ -41,6 +42,8 @@ OVERRIDES = [
         "--config.tasks.infant.train={'source': 'coco', 'annotations': 't.json', 'images': 'i/'}",
         "--config.tasks.infant.val={'source': 'coco', 'annotations': 'v.json', 'images': 'i/'}"]),
     ('distill.py:stage=student', ['--config.teacher=/tmp/t', '--config.tokens_from=/tmp/k']),
+    ('finetune.py:train=heads,augment=none', ['--config.feature_cache=off',
+                                              '--config.data.sigma=6.0']),
     ('multitask.py', ["--config.evals.coco.data={'source': 'synthetic', 'population': 'adult', "
                       "'num': 4, 'seed': 7}"]),
     ('adapt.py:method=meanteacher,prior', [

@@ -35,14 +35,14 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vitpose_jax import backend, checkpoint, codec, models, optim, skeletons
+from vitpose_jax import backend, checkpoint, codec, feature_cache, models, optim, skeletons
 from vitpose_jax.adapt import adversarial, crossschema, meanteacher
 from vitpose_jax.data import pipeline, transforms
 from vitpose_jax.data.coco import DataError
 from vitpose_jax.data import sources as data_sources  # `sources` names the opened ones here
 from vitpose_jax.draw import draw_pose
 
-_DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights')
+_DEVICE_KEYS = ('image', 'keypoints', 'keypoint_weights', 'source_index')
 # A mean-teacher target task's batches add the teacher's view and the student's mask
 # (transforms.TwoViews).
 _VIEW_KEYS = ('image_weak', 'view_transform', 'view_flip', 'mask_distance', 'mask_weight')
@@ -112,6 +112,8 @@ def model_config_from_training(config: ml_collections.ConfigDict) -> models.Mode
 
 
 def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig:
+  """The ``init_from`` run's network with the config's tasks; ``config.data.sigma`` 0 keeps the
+  source's target σ."""
   if not config.init_from:
     raise TrainingError('config.model.variant is "init_from" but config.init_from is empty: '
                         'pass --config.init_from=RUN (a training run or a converted checkpoint)')
@@ -127,7 +129,9 @@ def _geometry_from_init(config: ml_collections.ConfigDict) -> models.ModelConfig
       source, tasks=tasks,
       num_experts=max(t.expert for t in tasks) + 1 if factorized else 0,
       drop_path=m.drop_path, remat=m.remat, dtype=m.dtype, attention=m.get('attention', 'auto'),
-      num_knowledge_tokens=m.get('knowledge_tokens', 0), heatmap_sigma=config.data.sigma)
+      num_knowledge_tokens=m.get('knowledge_tokens', 0),
+      # 0: the source's own target σ (its codec record), e.g. Sapiens' 6 at 256×192 heatmaps.
+      heatmap_sigma=config.data.sigma or source.heatmap_sigma)
 
 
 def _trainable(config, mcfg: models.ModelConfig):
@@ -563,12 +567,16 @@ class _Stop:
       signal.signal(sig, handler)
 
 
-def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
+def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, *,
+                   indexed: bool = False):
   """``(iterator, sources)``: the checkpointable iterator over this process's share of the
   training batches (one stream per task with the training transforms, zipped) and each task's
   training source. A mean-teacher run's target task gets two views of each crop
-  (:class:`transforms.TwoViews`, ``config.adapt.weak_augment`` and ``strong_augment``)."""
+  (:class:`transforms.TwoViews`, ``config.adapt.weak_augment`` and ``strong_augment``).
+  ``indexed``: every sample carries its ``source_index`` (:mod:`vitpose_jax.feature_cache`)."""
   sources = _sources(config, 'train')
+  if indexed:
+    sources = {name: feature_cache.IndexedSource(s) for name, s in sources.items()}
   augment = transforms.AugmentConfig(**config.data.get('augment', {}))
   adapt = config.get('adapt') or {}
   tasks = []
@@ -590,12 +598,15 @@ def train_iterator(config: ml_collections.ConfigDict, mcfg: models.ModelConfig):
   return iterator, sources
 
 
-def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sharding) -> dict:
+def to_device(batch: Mapping[str, Mapping[str, Any]], sharding: jax.sharding.Sharding, *,
+              images: bool = True) -> dict:
   """A host batch as the step takes it: each task's images, keypoints and keypoint weights (and
-  a mean-teacher target's second view and mask) as global arrays (batch axis over ``sharding``)
-  made from this process's share."""
+  a mean-teacher target's second view and mask, and the ``source_index`` of a feature-cached
+  run) as global arrays (batch axis over ``sharding``) made from this process's share.
+  ``images`` False leaves the images on the host (a feature-cached step does not read them)."""
+  keys = [k for k in (*_DEVICE_KEYS, *_VIEW_KEYS) if images or k != 'image']
   return {t: {k: jax.make_array_from_process_local_data(sharding, np.asarray(b[k]))
-              for k in (*_DEVICE_KEYS, *_VIEW_KEYS) if k in b} for t, b in batch.items()}
+              for k in keys if k in b} for t, b in batch.items()}
 
 
 def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.ModelConfig, params, *,
@@ -638,10 +649,15 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
                     tx: optax.GradientTransformation, lr_schedule: optax.Schedule, *,
                     sharding: jax.sharding.Sharding, teacher_graphdef=None,
                     adaptation=None, labelled: set[str] | None = None):
-  """The jitted training step ``(state, batch, teacher_state) -> (state, metrics)``: the state
-  (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
+  """The jitted training step ``(state, batch, teacher_state, cache=None) -> (state, metrics)``:
+  the state (see :func:`init_state`) is donated and comes back with ``sharding``; ``batch`` is
   ``{task: {'image', 'keypoints', 'keypoint_weights'}}`` (a mean-teacher target adds the
   :class:`transforms.TwoViews` keys); ``teacher_state`` is None without heatmap distillation.
+
+  ``config.trainable = 'heads'`` runs the backbone frozen (inference mode, no gradient). Given
+  ``cache`` (``{task: (N, rows, cols, width)}``, :func:`feature_cache.build`), the step takes
+  each sample's feature map from it by the batch's ``source_index`` and runs no backbone at all:
+  the same function of the heads as the uncached step.
 
   Only the ``labelled`` tasks (default: all) have a supervised loss. ``adaptation`` (see
   :func:`_adaptation`) adds its terms:
@@ -659,6 +675,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   # Training only knowledge tokens (distillation stage 1) runs the frozen network in inference
   # mode: BatchNorm uses and keeps its running statistics, drop-path is off.
   train_mode = config.get('trainable', 'all') != 'tokens'
+  frozen_backbone = config.get('trainable', 'all') == 'heads'
   kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   heads = {name: model_task(config, name) for name in config.tasks}
   joint_weights = {name: jnp.asarray(mcfg.task(heads[name]).schema.joint_weights)
@@ -673,30 +690,36 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
         lambda: aligner.classifier(mcfg.width, config.seed)))
     domain_tx = aligner.optimizer()
 
-  def forward(net, images, **kwargs):
-    """``({task: heatmaps}, {task: pooled patch tokens (n, C)})`` for ``{task: images}``: the
-    tasks that train one model task's head (:func:`model_task`) go through it together, as one
-    segment."""
+  def forward(net, images, cached=None, **kwargs):
+    """``({task: heatmaps}, {task: pooled patch tokens (n, C)})`` for ``{task: images}`` (or,
+    given ``cached``, for ``{task: feature maps}`` through the heads alone): the tasks that
+    train one model task's head (:func:`model_task`) go through it together, as one segment."""
+    inputs = images if cached is None else cached
     routes = {}
-    for t in images:
+    for t in inputs:
       routes.setdefault(heads[t], []).append(t)
-    inputs = {m: jnp.concatenate([images[t] for t in ts]) if len(ts) > 1 else images[ts[0]]
+    inputs = {m: jnp.concatenate([inputs[t] for t in ts]) if len(ts) > 1 else inputs[ts[0]]
               for m, ts in routes.items()}
-    heatmaps, aux = net(inputs, **kwargs)
+    if cached is None:
+      heatmaps, aux = net(inputs, **kwargs)
+    else:
+      heatmaps, aux = net.decode(inputs, train=kwargs.get('train', False))
     out, features = {}, {}
     for m, ts in routes.items():
       start = 0
       for t in ts:
-        out[t] = heatmaps[m][start:start + images[t].shape[0]]
+        count = (images if cached is None else cached)[t].shape[0]
+        out[t] = heatmaps[m][start:start + count]
         if aligner is not None:
-          features[t] = adversarial.pooled_tokens(
-              aux[m]['patch_tokens'][start:start + images[t].shape[0]])
-        start += images[t].shape[0]
+          features[t] = adversarial.pooled_tokens(aux[m]['patch_tokens'][start:start + count])
+        start += count
     return out, features
 
-  def train_step(state, batch, teacher_state):
+  def train_step(state, batch, teacher_state, cache=None):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state['rng']))
-    images = {t: b['image'] for t, b in batch.items()}
+    images = {t: b['image'] for t, b in batch.items() if 'image' in b}
+    cached = None if cache is None else {
+        t: jnp.take(cache[t], b['source_index'], axis=0) for t, b in batch.items()}
     if teacher_state is not None:
       teacher_net = nnx.merge(teacher_graphdef, teacher_state)
       if cross is not None:
@@ -713,7 +736,8 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
       # BatchNorm updates its statistics in place, and NNX allows that only on variables made in
       # the running trace: rebuilding the pytree makes fresh ones here.
       net = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, batch_stats))
-      heatmaps, features = forward(net, images, train=train_mode, rng=step_rng)
+      heatmaps, features = forward(net, images, cached, train=train_mode, rng=step_rng,
+                                   frozen_backbone=frozen_backbone)
       losses, terms = {}, {}
       for t, b in batch.items():
         if t not in labelled:
@@ -950,8 +974,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharded = NamedSharding(mesh, P('data'))
   fit_batches_to_devices(config, len(devices))
 
+  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
+  augment = transforms.AugmentConfig(**config.data.get('augment', {}))
+  try:
+    cached = feature_cache.resolve(
+        config, augment, adaptation=adaptation, teacher=bool(kd_weight),
+        knowledge_tokens=bool(mcfg.num_knowledge_tokens))
+  except ValueError as e:
+    raise TrainingError(str(e)) from None
+
   # Data: one stream per task, zipped into global batches; the host feeds its local share.
-  iterator, sources = train_iterator(config, mcfg)
+  iterator, sources = train_iterator(config, mcfg, indexed=cached)
 
   # Durations are converted to steps once, here.
   epoch_task = config.get('epoch_task') or next(iter(config.tasks))
@@ -967,7 +1000,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = _initial_model(config, mcfg, devices[0])
   # Heatmap distillation (stage 2) and the cross-schema teacher run in inference mode inside the
   # jitted step.
-  kd_weight = float(config.get('heatmap_distill_weight', 0.0))
   teacher = _teacher(config.teacher, mcfg) if kd_weight and config.get('teacher') else None
   if kd_weight and teacher is None:
     raise TrainingError('config.heatmap_distill_weight > 0 needs config.teacher=RUN')
@@ -1010,11 +1042,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step = int(state['step'].addressable_data(0))
   if primary:
     _keep_rows_until(os.path.join(workdir, 'evals.jsonl'), step)
+  cache = None
+  if cached and step < total_steps:
+    # From the restored weights: the frozen backbone is the source's, whatever the step.
+    cache = feature_cache.build(
+        nnx.merge(graphdef, state['params'], state['batch_stats']),
+        {name: (sources[name], model_task(config, name),
+                transforms.train_transforms(mcfg.task(model_task(config, name)).schema,
+                                            mcfg.image_size, augment), t.batch_size)
+         for name, t in config.tasks.items()},
+        sharded=sharded, replicated=replicated)
 
   with _Stop() as stop, ckpt, _Progress(workdir, start=step, total_steps=total_steps,
                                         global_batch=global_batch) as progress:
     while step < total_steps:
-      state, metrics = step_fn(state, to_device(next(iterator), sharded), teacher_state)
+      state, metrics = step_fn(state, to_device(next(iterator), sharded, images=not cached),
+                               teacher_state, cache)
       step += 1
       signal_name = stop.agreed()
       # The last step is logged here, and evaluated and saved after the loop.

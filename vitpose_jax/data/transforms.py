@@ -102,6 +102,14 @@ class AugmentConfig:
   def blur_noise(self) -> bool:
     return self.blur > 0 or self.noise > 0
 
+  @property
+  def deterministic(self) -> bool:
+    """True when no step draws anything: every crop of an instance is the same image."""
+    return not (self.flip_prob > 0 or self.half_body_prob > 0 or self.scale_factor > 0
+                or (self.rotation_prob > 0 and self.rotation_factor > 0)
+                or (self.jitter_prob > 0 and self.jitter_factor > 0)
+                or self.color_jitter or self.blur_noise)
+
 
 # ---- Pure helpers ----------------------------------------------------------------------------
 

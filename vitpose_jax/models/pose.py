@@ -54,6 +54,7 @@ class VitPose(nnx.Module):
       train: bool = False,
       rng: jax.Array | None = None,
       knowledge: Mapping[str, jax.Array] | None = None,
+      frozen_backbone: bool = False,
   ) -> tuple[dict[str, jax.Array], dict[str, dict[str, Any]]]:
     """Heatmaps per task. ``train`` enables drop-path (needs ``rng``) and BatchNorm batch stats.
 
@@ -63,7 +64,28 @@ class VitPose(nnx.Module):
 
     Knowledge tokens: the model's own (``config.num_knowledge_tokens`` per task), or, given
     ``knowledge`` = {task: (n, width)} (e.g. a teacher's tokens through a bridge), those instead.
+
+    ``frozen_backbone``: the backbone runs in inference mode (no drop-path) and passes no
+    gradient back, as when it does not train: the heads then see exactly what
+    :meth:`feature_maps` gives, and no backward pass through the backbone is computed.
     """
+    if frozen_backbone:
+      fmaps = jax.lax.stop_gradient(self.feature_maps(images, knowledge=knowledge))
+    else:
+      fmaps = self.feature_maps(images, train=train, rng=rng, knowledge=knowledge)
+    return self.decode(fmaps, train=train)
+
+  def feature_maps(
+      self,
+      images: Mapping[str, jax.Array],
+      *,
+      train: bool = False,
+      rng: jax.Array | None = None,
+      knowledge: Mapping[str, jax.Array] | None = None,
+  ) -> dict[str, jax.Array]:
+    """The backbone's output per task: ``{task: (n_t, rows, cols, width)}`` in the model's
+    dtype, patch tokens after the final LayerNorm, knowledge tokens dropped (arguments as in
+    :meth:`__call__`)."""
     cfg = self.config
     unknown = [t for t in images if t not in cfg.task_names]
     if unknown:
@@ -89,14 +111,33 @@ class VitPose(nnx.Module):
     tokens = self.backbone(x, segments, train=train, rng=rng,
                            extra_tokens=self._knowledge(order, images, knowledge))
     rows, cols = cfg.grid_size
-    heatmaps, aux = {}, {}
-    for name, (begin, count, _) in zip(order, segments):
-      t_tokens = tokens[begin:begin + count]
-      fmap = t_tokens.reshape(count, rows, cols, cfg.width)
-      heatmaps[name] = self.heads[name](fmap, train=train).astype(jnp.float32)
-      aux[name] = {'patch_tokens': t_tokens, 'feature_map': fmap}
-    return heatmaps, aux
+    return {name: tokens[begin:begin + count].reshape(count, rows, cols, cfg.width)
+            for name, (begin, count, _) in zip(order, segments)}
 
+  def decode(
+      self, feature_maps: Mapping[str, jax.Array], *, train: bool = False,
+  ) -> tuple[dict[str, jax.Array], dict[str, dict[str, Any]]]:
+    """``({task: heatmaps (n_t, h, w, K_t) float32}, aux)`` from :meth:`feature_maps`' output
+    (or features cached from it), each task through its own head; ``aux[task]`` holds its
+    ``'feature_map'`` and its ``'patch_tokens'`` (n_t, rows·cols, width). ``train``: BatchNorm
+    batch statistics."""
+    rows, cols = self.config.grid_size
+    unknown = [t for t in feature_maps if t not in self.config.task_names]
+    if unknown:
+      raise ModelConfigError(f'feature maps of unknown task(s) {unknown}; the model has '
+                             f'{self.config.task_names}')
+    heatmaps, aux = {}, {}
+    for name in self.config.task_names:
+      if name not in feature_maps:
+        continue
+      fmap = feature_maps[name]
+      if fmap.ndim != 4 or tuple(fmap.shape[1:]) != (rows, cols, self.config.width):
+        raise ModelConfigError(f'task {name!r}: feature maps must be (n, {rows}, {cols}, '
+                               f'{self.config.width}), got {tuple(fmap.shape)}')
+      heatmaps[name] = self.heads[name](fmap, train=train).astype(jnp.float32)
+      aux[name] = {'patch_tokens': fmap.reshape(fmap.shape[0], rows * cols, -1),
+                   'feature_map': fmap}
+    return heatmaps, aux
 
   def knowledge_tokens(self) -> dict[str, jax.Array]:
     """{task: (n, width)}: the model's own knowledge tokens with their position vectors."""
