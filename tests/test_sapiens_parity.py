@@ -1,25 +1,22 @@
 """Parity with a PyTorch transcription of Sapiens' pose network (interop extra): the backbone
 without a cls slot in its position embedding, and the 'sapiens' head.
 
-The transcription follows facebookresearch/sapiens, written here from its facts rather than
-copied: mmpretrain's VisionTransformer as the sapiens_pose configs build it (``with_cls_token=
-False``, ``patch_cfg=dict(padding=2)``, qkv bias, ``final_norm=True``, LayerNorm eps 1e-6, no
-pre-norm after the patch embedding so the patch conv has a bias): patch conv k16 s16 p2, plus a
-(1, rows·cols, C) position embedding, pre-norm blocks (qkv laid out (3, heads, head_dim), exact
-GELU MLP of ratio 4), final LayerNorm; and mmpose's HeatmapHead with ``use_silu``:
-ConvTranspose2d(k4, s2, p1, no bias) → InstanceNorm2d → SiLU, twice, then Conv2d 1×1 →
-InstanceNorm2d → SiLU, twice, then a 1×1 conv to K. Every tensor is random; a small mapping
-below copies them into our model (the checkpoint importer is separate).
+The transcription (tests/sapiens_torch.py) carries Sapiens' own state-dict names; its random
+weights (every tensor, the position embedding included) reach our model through the importer
+(``official.sapiens_to_official`` + ``official.to_model``), as a Sapiens checkpoint's would.
 """
 
-import jax
+import time
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import sapiens_torch
 from conftest import require_extra
 from vitpose_jax import models, skeletons
+from vitpose_jax.interop import official
 from vitpose_jax.models import ModelConfig, TaskSpec
 
 WIDTH, DEPTH, HEADS, CHANNELS = 64, 2, 4, 48
@@ -35,132 +32,62 @@ def _config():
       pos_embed_cls_slot=False, attention='xla')
 
 
-def _torch_sapiens(torch, num_patches, keypoints):
-  """Sapiens' backbone and one head per K in ``keypoints``, in torch (NCHW)."""
-  nn, F = torch.nn, torch.nn.functional
-
-  class Block(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.ln1, self.ln2 = nn.LayerNorm(WIDTH, eps=1e-6), nn.LayerNorm(WIDTH, eps=1e-6)
-      self.qkv, self.proj = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
-      self.fc1, self.fc2 = nn.Linear(WIDTH, 4 * WIDTH), nn.Linear(4 * WIDTH, WIDTH)
-
-    def forward(self, x):
-      b, n, c = x.shape
-      qkv = self.qkv(self.ln1(x)).reshape(b, n, 3, HEADS, c // HEADS).permute(2, 0, 3, 1, 4)
-      y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-      x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
-      return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-  class Backbone(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.patch = nn.Conv2d(3, WIDTH, 16, stride=16, padding=2)
-      self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, WIDTH))
-      self.layers = nn.ModuleList([Block() for _ in range(DEPTH)])
-      self.ln_final = nn.LayerNorm(WIDTH, eps=1e-6)
-
-    def forward(self, images):
-      x = self.patch(images)
-      n, c, rows, cols = x.shape
-      x = x.flatten(2).transpose(1, 2) + self.pos_embed
-      for layer in self.layers:
-        x = layer(x)
-      return self.ln_final(x).transpose(1, 2).reshape(n, c, rows, cols)
-
-  def head(k):
-    layers = []
-    for i in range(2):
-      layers += [nn.ConvTranspose2d(WIDTH if i == 0 else CHANNELS, CHANNELS, 4, stride=2,
-                                    padding=1, output_padding=0, bias=False),
-                 nn.InstanceNorm2d(CHANNELS), nn.SiLU()]
-    for _ in range(2):
-      layers += [nn.Conv2d(CHANNELS, CHANNELS, 1), nn.InstanceNorm2d(CHANNELS), nn.SiLU()]
-    return nn.Sequential(*layers, nn.Conv2d(CHANNELS, k, 1))
-
-  return Backbone(), [head(k) for k in keypoints]
+def _imported(torch, network, **options) -> official.Imported:
+  """``network``'s weights through the importer, in memory."""
+  sd = {name: t.detach().numpy() for name, t in network.state_dict().items()}
+  return official.to_model(official.sapiens_to_official(sd), origin='transcription',
+                           fmt='sapiens', **options)
 
 
-def _randomize(torch, module, seed):
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in module.named_parameters():
-      noise = torch.randn(p.shape, generator=gen)
-      # LayerNorm scales near 1, everything else N(0, 0.2²): outputs of a realistic magnitude.
-      p.copy_(1.0 + 0.2 * noise if name.endswith('weight') and p.ndim == 1 else 0.2 * noise)
-
-
-def _load_into(ours: models.VitPose, backbone, heads):
-  """The mapping torch → ours: (out, in) linears transposed, convs (out, in, kh, kw) →
-  (kh, kw, in, out), transposed convs (in, out, kh, kw) → (kh, kw, out, in)."""
-  a = lambda t: t.detach().numpy()
-
-  def put(variable, value):
-    # ``ours`` may be abstract (shapes only): every weight is set here, and its shape checked.
-    assert variable.get_value().shape == value.shape, (variable.get_value().shape, value.shape)
-    variable.set_value(jnp.asarray(value))
-
-  def linear(dst, src):
-    put(dst.kernel, a(src.weight).T)
-    put(dst.bias, a(src.bias))
-
-  def norm(dst, src):
-    put(dst.scale, a(src.weight))
-    put(dst.bias, a(src.bias))
-
-  def conv(dst, src):
-    put(dst.kernel, a(src.weight).transpose(2, 3, 1, 0))
-    put(dst.bias, a(src.bias))
-
-  vit = ours.backbone
-  conv(vit.patch_embed.proj, backbone.patch)
-  put(vit.pos_embed, a(backbone.pos_embed))
-  for dst, src in zip(vit.blocks, backbone.layers):
-    norm(dst.norm1, src.ln1)
-    norm(dst.norm2, src.ln2)
-    linear(dst.attn.qkv, src.qkv)
-    linear(dst.attn.proj, src.proj)
-    linear(dst.mlp.fc1, src.fc1)
-    linear(dst.mlp.fc2, src.fc2)
-  norm(vit.last_norm, backbone.ln_final)
-  for name, head in zip(TASKS, heads):
-    dst = ours.heads[name]
-    for i, layer in enumerate(dst.deconv_layers):
-      put(layer.kernel, a(head[3 * i].weight).transpose(2, 3, 1, 0))
-    for i, layer in enumerate(dst.conv_layers):
-      conv(layer, head[3 * (len(dst.deconv_layers) + i)])
-    conv(dst.final_layer, head[-1])
-
-
-def test_sapiens_backbone_and_head_match_a_torch_transcription():
-  torch = require_extra('torch')
-  config = _config()
-  # Shapes only, then every weight from torch: no initialisation to wait for.
-  ours = models.abstract_model(config)
-  assert ours.backbone.pos_embed.get_value().shape == (1, config.num_patches, WIDTH)
-  keypoints = [config.task(name).num_keypoints for name in TASKS]
-  assert keypoints == [17, 308]
-  backbone, heads = _torch_sapiens(torch, config.num_patches, keypoints)
-  for seed, module in enumerate([backbone, *heads]):
-    _randomize(torch, module, seed)
-  _load_into(ours, backbone, heads)
-
-  x = np.random.default_rng(0).standard_normal((2, *IMAGE, 3)).astype(np.float32)
-  with torch.no_grad():
-    fmap = backbone(torch.from_numpy(x.transpose(0, 3, 1, 2)))
-    want = {name: head(fmap).numpy().transpose(0, 2, 3, 1) for name, head in zip(TASKS, heads)}
-  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(nnx.state(ours)))
+def _max_delta(torch, network, imported, task, pixels):
+  want = sapiens_torch.heatmaps(torch, network, pixels)
   # One compiled program: op-by-op dispatch compiles each operation apart, ~6× slower here.
-  got, aux = nnx.jit(lambda model, images: model(images))(
-      ours, {name: jnp.asarray(x) for name in TASKS})
-  np.testing.assert_allclose(np.asarray(aux['coco']['feature_map']),
-                             fmap.numpy().transpose(0, 2, 3, 1), atol=1e-5, rtol=0)
-  for name, k in zip(TASKS, keypoints):
-    assert got[name].shape == want[name].shape == (2, *config.heatmap_size, k)
-    delta = float(np.abs(np.asarray(got[name]) - want[name]).max())
-    print(f'{name} K={k}: max |Δ| = {delta:.2e} (heatmaps of std {want[name].std():.2f})')
-    assert delta < 1e-4, (name, delta)
+  got = nnx.jit(lambda model, x: model({task: x})[0][task])(imported.model, jnp.asarray(pixels))
+  assert got.shape == want.shape == (len(pixels), *imported.config.heatmap_size,
+                                     imported.config.task(task).num_keypoints)
+  return float(np.abs(np.asarray(got) - want).max()), float(want.std())
+
+
+@pytest.mark.parametrize('task', list(TASKS))
+def test_imported_sapiens_matches_the_torch_transcription(task):
+  torch = require_extra('torch')
+  keypoints = skeletons.get(TASKS[task]).num_keypoints
+  network = sapiens_torch.randomize(torch, sapiens_torch.sapiens(
+      torch, width=WIDTH, depth=DEPTH, heads=HEADS, channels=CHANNELS, keypoints=keypoints,
+      image_size=IMAGE), seed=keypoints)
+  imported = _imported(torch, network, num_heads=HEADS, src_image_size=IMAGE)
+  config = imported.config
+  assert (config.task_names, config.tasks[0].head, config.pos_embed_cls_slot) == (
+      (task,), 'sapiens', False)
+  assert imported.model.backbone.pos_embed[...].shape == (1, config.num_patches, WIDTH)
+  pixels = np.random.default_rng(0).standard_normal((2, *IMAGE, 3)).astype(np.float32)
+  with torch.no_grad():
+    fmap = network.backbone(torch.from_numpy(pixels.transpose(0, 3, 1, 2))).numpy()
+  _, aux = imported.model({task: jnp.asarray(pixels)})
+  np.testing.assert_allclose(np.asarray(aux[task]['feature_map']), fmap.transpose(0, 2, 3, 1),
+                             atol=1e-5, rtol=0)
+  delta, std = _max_delta(torch, network, imported, task, pixels)
+  print(f'{task} K={keypoints}: max |Δ| = {delta:.2e} (heatmaps of std {std:.2f})')
+  assert delta < 1e-4, (task, delta)
+
+
+@pytest.mark.slow
+def test_sapiens_03b_geometry_matches_the_torch_transcription():
+  """Width 1024, depth 24, 16 heads (from the published-size table), deconv 768, K=17, at
+  256×192: one image."""
+  torch = require_extra('torch')
+  start = time.perf_counter()
+  network = sapiens_torch.randomize(torch, sapiens_torch.sapiens(
+      torch, width=1024, depth=24, heads=16, channels=768, keypoints=17,
+      image_size=(256, 192)), seed=3)
+  imported = _imported(torch, network, src_image_size=(256, 192))
+  assert (imported.config.num_heads, imported.config.deconv_channels) == (16, 768)
+  assert '16 attention heads (the published models of width 1024)' in imported.notes
+  pixels = np.random.default_rng(3).standard_normal((1, 256, 192, 3)).astype(np.float32)
+  delta, std = _max_delta(torch, network, imported, 'coco', pixels)
+  print(f'0.3B geometry K=17: max |Δ| = {delta:.2e} (heatmaps of std {std:.2f}), '
+        f'{time.perf_counter() - start:.0f} s')
+  assert delta < 1e-4, delta
 
 
 def test_instance_norm_matches_torch():

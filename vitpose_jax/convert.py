@@ -1,9 +1,12 @@
-"""Weights in and out: import official / Hugging Face / MAE checkpoints, split a task, export.
+"""Weights in and out: import official / Hugging Face / MAE / Sapiens checkpoints, split a task,
+export.
 
     python -m vitpose_jax.convert --src vitpose+_base.pth --format mmpose --dst runs/vitpose_pp_b
     python -m vitpose_jax.convert --src hf_model_dir/ --format hf --dst runs/hf_b
     python -m vitpose_jax.convert --src mae_pretrain_vit_base.pth --format mae --dst runs/mae_b \\
         --tasks coco=0,infant=1:infant_smil25 --expert-dim 192
+    python -m vitpose_jax.convert --src sapiens_0.3b_coco_best_coco_AP_796.pth --format sapiens \\
+        --dst runs/sapiens_03b [--image-size 512,384]
     python -m vitpose_jax.convert --split-task wholebody --src runs/vitpose_pp_b --dst runs/wb
     python -m vitpose_jax.convert --export coco --src runs/hf_b --dst coco.stablehlo --batch 1
 
@@ -17,6 +20,17 @@ another grid is resampled bicubically with torch's semantics. ``--split-task`` w
 single-task model of one task (fc2 outputs ⊕ that task's expert): what the official
 tools/model_split.py set out to do. ``--export`` writes one task's network as serialised StableHLO
 (jax.export) with a JSON sidecar describing its input and output.
+
+Sapiens (Meta's facebookresearch/sapiens pose models: an mmengine .pth, or the TorchScript and
+torch.export .pt2 files of Sapiens-Lite, the latter with --trust-pickle since torch.export.load
+unpickles) becomes a model without a cls slot in its position
+embedding and with 'sapiens' heads. Width, depth, decoder and keypoint count come from shapes;
+the keypoint count names the task (17 coco, 133 wholebody, 308 goliath; otherwise --tasks
+NAME=0:SCHEMA); attention heads from the published sizes (width 1024/1280/1536/1920 → 16/16/24/32
+heads; --num-heads otherwise); the source grid from its 1024×768 input (--src-image-size when it
+was trained at another). The heatmap σ is Sapiens' 6 at 256×192 heatmaps, scaled with the heatmap
+height and at least 2 at other input sizes (--sigma overrides). Sapiens' code and weights are
+licensed CC BY-NC 4.0, non-commercial use only, and so is a model converted from them.
 """
 
 from __future__ import annotations
@@ -75,6 +89,8 @@ def import_weights(args) -> official.Imported:
   if args.format == 'hf':
     options.update(_hf_options(args.src))
     sd = official.hf_to_official(sd)
+  elif args.format == 'sapiens':
+    sd = official.sapiens_to_official(sd)
   notes = []
   if args.format == 'mae':
     sd, dropped = official.mae_to_official(sd)
@@ -83,7 +99,7 @@ def import_weights(args) -> official.Imported:
   elif args.expert_dim:
     raise ConvertError('--expert-dim applies to --format mae (an MAE backbone has no experts); '
                        'official and Hugging Face checkpoints keep their own')
-  for key in ('num_heads', 'eps', 'src_image_size'):
+  for key in ('num_heads', 'eps', 'src_image_size', 'sigma'):
     if getattr(args, key) is not None:
       options[key] = getattr(args, key)
   imported = official.to_model(
@@ -130,7 +146,8 @@ def _run_split(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m vitpose_jax.convert', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=f'Licence: {official.SAPIENS_LICENCE} (--format sapiens).')
   parser.add_argument('--src', required=True,
                       help='weight file or Hugging Face model directory (import), or a run '
                            'directory (--split-task, --export)')
@@ -138,21 +155,27 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--format', choices=official.FORMATS, help='source layout (import)')
   parser.add_argument('--tasks', help='NAME=INDEX[:SCHEMA],...: tasks and the dataset index '
                                       '(expert and head) each takes (default: every head, '
-                                      'official names)')
+                                      'official names; sapiens: its one head, index 0, named by '
+                                      'its keypoint count)')
   parser.add_argument('--drop-headless-experts', action='store_true',
                       help='leave out experts no task uses (default: keep them)')
   parser.add_argument('--num-heads', type=int, help='attention heads (default: from the '
                                                     'source config or the published models)')
   parser.add_argument('--eps', type=float, help='LayerNorm eps (default: 1e-6; hf: its config)')
   parser.add_argument('--src-image-size', type=_size,
-                      help='H,W the source was trained at, when its patch count is ambiguous')
+                      help='H,W the source was trained at, when its patch count is ambiguous '
+                           '(sapiens: always, default 1024,768)')
   parser.add_argument('--image-size', type=_size, help='H,W of the converted model (default: '
                       "the source's; mae: 256,192); position embeddings are resampled")
+  parser.add_argument('--sigma', type=float, help='heatmap σ of the converted model\'s codec, in '
+                      'heatmap pixels (default: 2; sapiens: 6 at 256×192 heatmaps, scaled with '
+                      'the heatmap height, at least 2)')
   parser.add_argument('--expert-dim', type=int, default=0,
                       help='mae: P > 0 makes a factorized backbone, every expert from fc2')
   parser.add_argument('--seed', type=int, default=0, help='seed of freshly initialised heads')
   parser.add_argument('--trust-pickle', action='store_true',
-                      help='load .pth files that hold Python objects besides tensors')
+                      help='load .pth files that hold Python objects besides tensors, and '
+                           'torch.export .pt2 archives (torch.export.load unpickles them)')
   parser.add_argument('--split-task', metavar='TASK',
                       help='write the dense single-task model of TASK of the run --src')
   parser.add_argument('--export', metavar='TASK', help='export TASK of the run --src to --dst')

@@ -3,12 +3,26 @@
 safetensors files are read without torch (safetensors is a base dependency); ``.pth`` / ``.bin``
 pickles need torch (the interop extra) and are opened with ``weights_only=True`` unless the caller
 trusts the file.
+
+Two more torch archives hold whole programs rather than state dicts; only their state dicts are
+read, and the program is never run here. They are told apart by their zip entries, not their
+names (Sapiens' TorchScript files end in ``.pt2`` too):
+
+- TorchScript (``torch.jit.save``; a ``code/`` folder and ``constants.pkl``): read with
+  ``torch.jit.load``, which does not use Python's pickle, so no trust flag is asked for. Loading
+  does compile the archive's TorchScript code, and TorchScript's interpreter runs a module's
+  ``__setstate__`` if it has one; convert such files from sources you trust, as any model.
+- torch.export (``torch.export.save``; ``archive_format`` or, in older files,
+  ``serialized_exported_program.json``): ``torch.export.load`` unpickles with
+  ``weights_only=False``, so these need the caller's trust like a pickle holding Python objects.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
 
 import numpy as np
 import safetensors.numpy
@@ -19,6 +33,7 @@ class ConvertError(ValueError):
 
 
 _PICKLES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl')
+_ARCHIVES = ('.pt2',)  # torch.export's extension, and that of Sapiens' TorchScript files
 _HF_WEIGHTS = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
                'pytorch_model.bin.index.json')
 
@@ -57,20 +72,60 @@ def _unwrap(path: str, data) -> dict:
   return data
 
 
+def _torch_archive_kind(path: str) -> str | None:
+  """'torchscript' or 'export' for a zip written by ``torch.jit.save`` or ``torch.export.save``,
+  by its entries; None for anything else (a ``torch.save`` zip, an old-style pickle)."""
+  if not zipfile.is_zipfile(path):
+    return None
+  with zipfile.ZipFile(path) as archive:
+    # Entries sit under one top folder named by the writer, except in old torch.export files.
+    tails = {name.split('/', 1)[-1] for name in archive.namelist()}
+  if 'constants.pkl' in tails or any(t.startswith('code/') for t in tails):
+    return 'torchscript'
+  if {'archive_format', 'serialized_exported_program.json'} & tails:
+    return 'export'
+  return None
+
+
+def _cannot_load(path: str, error: Exception, hint: str = '') -> ConvertError:
+  first = str(error).splitlines()[0] if str(error) else ''
+  return ConvertError(f'{path}: cannot load ({type(error).__name__}: {first or error}){hint}')
+
+
+def _read_archive(path: str, kind: str, trust_pickle: bool) -> dict:
+  torch = _import('torch', path)
+  if kind == 'export' and not trust_pickle:
+    raise ConvertError(f'{path}: a torch.export archive; torch.export.load unpickles Python '
+                       'objects (weights_only=False), so pass --trust-pickle if you trust its '
+                       'source')
+  try:
+    if kind == 'export':
+      return dict(torch.export.load(path).state_dict)
+    with warnings.catch_warnings():
+      # torch.jit.load is deprecated in favour of torch.export, which these files predate.
+      warnings.simplefilter('ignore', DeprecationWarning)
+      return dict(torch.jit.load(path, map_location='cpu').state_dict())
+  except Exception as e:  # noqa: BLE001 - torch raises several types for unreadable archives
+    raise _cannot_load(path, e) from None
+
+
 def _read_file(path: str, trust_pickle: bool) -> dict:
   if path.endswith('.safetensors'):
     return safetensors.numpy.load_file(path)
-  if path.endswith(_PICKLES):
-    torch = _import('torch', path)
-    try:
-      return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for unreadable pickles
-      hint = ('' if trust_pickle else '; if it holds Python objects besides tensors and you trust '
-              'its source, pass --trust-pickle')
-      raise ConvertError(f'{path}: cannot load ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0] if str(e) else e}){hint}') from None
-  raise ConvertError(f'{path}: unknown weight file type (expected .safetensors or one of '
-                     f'{", ".join(_PICKLES)})')
+  if not path.endswith(_PICKLES + _ARCHIVES):
+    raise ConvertError(f'{path}: unknown weight file type (expected .safetensors or one of '
+                       f'{", ".join(_PICKLES + _ARCHIVES)})')
+  kind = _torch_archive_kind(path)
+  if kind:
+    return _read_archive(path, kind, trust_pickle)
+  if path.endswith(_ARCHIVES):
+    raise ConvertError(f'{path}: neither a TorchScript nor a torch.export archive')
+  torch = _import('torch', path)
+  try:
+    return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
+  except Exception as e:  # noqa: BLE001 - torch raises several types for unreadable pickles
+    raise _cannot_load(path, e, '' if trust_pickle else '; if it holds Python objects besides '
+                       'tensors and you trust its source, pass --trust-pickle') from None
 
 
 def _hf_files(directory: str) -> list[str]:
@@ -87,8 +142,11 @@ def _hf_files(directory: str) -> list[str]:
 
 
 def read_state_dict(src: str, *, trust_pickle: bool = False) -> dict[str, np.ndarray]:
-  """Float tensors of a weight file or a Hugging Face model directory, as float32 NumPy arrays
-  (integer buffers such as BatchNorm's ``num_batches_tracked`` are dropped)."""
+  """Float tensors of a weight file (safetensors, a torch pickle, a TorchScript or torch.export
+  archive's state dict) or a Hugging Face model directory, as float32 NumPy arrays (integer
+  buffers such as BatchNorm's ``num_batches_tracked`` are dropped; bfloat16 widens exactly).
+  ConvertError names the file for anything unreadable, and asks for ``trust_pickle`` where
+  reading would unpickle Python objects."""
   if not os.path.exists(src):
     raise ConvertError(f'{src}: no such file or directory')
   files = _hf_files(src) if os.path.isdir(src) else [src]

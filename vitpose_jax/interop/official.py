@@ -1,11 +1,17 @@
-"""Official ViTPose / ViTPose++ (mmpose layout), Hugging Face VitPose and MAE / timm ViT weights
-into our model (docs/design.md, *Model*).
+"""Official ViTPose / ViTPose++ (mmpose layout), Hugging Face VitPose, MAE / timm ViT and Meta's
+Sapiens pose weights into our model (docs/design.md, *Model*).
 
 Every source is first renamed into the official mmpose layout (``backbone.blocks.{i}.attn.qkv``,
 ``keypoint_head.deconv_layers.{k}``, ...), then one mapper builds the model from it. The network's
 width, depth, P, decoder and keypoint counts come from tensor shapes; attention heads, LayerNorm
 eps and the input size (which shapes cannot tell) from the source's config, a flag, or the
 published models' values, and every such assumption is reported.
+
+Sapiens (facebookresearch/sapiens) is a plain ViT without a cls slot in its position embedding
+(``pos_embed_cls_slot=False``) and the 'sapiens' heatmap head; its pose models are trained at
+1024×768 with σ 6 heatmaps of 256×192. Its code and weights are licensed CC BY-NC 4.0
+(non-commercial use only): a converted Sapiens model carries that licence, and the import says so
+in its notes.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from flax import nnx
 from vitpose_jax import models, skeletons
 from vitpose_jax.interop.files import ConvertError
 from vitpose_jax.interop.resample import resample_pos_embed
+from vitpose_jax.models.config import patch_grid
 
-FORMATS = ('mmpose', 'hf', 'mae')
+FORMATS = ('mmpose', 'hf', 'mae', 'sapiens')
 
 # ViTPose++'s dataset index order: expert i and head i (``keypoint_head`` for 0,
 # ``associate_keypoint_heads.{i-1}`` after it) belong to dataset i.
@@ -37,15 +44,29 @@ _HEADS_MAE = {384: 6, 768: 12, 1024: 16, 1280: 16}
 # Input sizes of the published ViTPose models, tried when a checkpoint's patch count is ambiguous.
 _KNOWN_INPUTS = ((256, 192), (384, 288), (256, 256), (512, 384), (224, 224))
 
+SAPIENS_LICENCE = ('Sapiens code and weights are licensed CC BY-NC 4.0 (non-commercial use only); '
+                   'the converted model carries that licence')
+# mmpretrain's arch table: Sapiens 0.3B, 0.6B, 1B and 2B.
+_HEADS_SAPIENS = {1024: 16, 1280: 16, 1536: 24, 1920: 32}
+# Every released Sapiens pose model (configs/sapiens_pose/*/*-1024x768.py): its input (H, W), and
+# ``patch_cfg=dict(padding=2)`` (ModelConfig's default patch_padding too).
+SAPIENS_IMAGE_SIZE = (1024, 768)
+_SAPIENS_PATCH_PADDING = 2
+# Sapiens' pose tasks by keypoint count: its COCO, COCO-WholeBody and Goliath models.
+_SAPIENS_TASKS = {17: ('coco', 'coco17'), 133: ('wholebody', 'coco_wholebody133'),
+                  308: ('goliath', 'goliath308')}
+# mmpose's HeatmapHead as Sapiens configures it: two 1×1 conv layers after the deconvolutions.
+_SAPIENS_CONVS = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskChoice:
   """A task of the converted model: its name, the source's dataset index (expert and head), and
-  its schema."""
+  its schema (None: the source's own, see :func:`to_model`)."""
 
   name: str
   index: int
-  schema: str
+  schema: str | None = None
 
 
 @dataclasses.dataclass
@@ -56,19 +77,14 @@ class Imported:
 
 
 def parse_tasks(text: str) -> list[TaskChoice]:
-  """``name=index[:schema],...``; the schema defaults to the official one of that index."""
+  """``name=index[:schema],...``; a task without a schema takes the source's own for that index
+  (:func:`to_model`)."""
   out = []
   for item in filter(None, (s.strip() for s in text.split(','))):
     match = re.fullmatch(r'([A-Za-z_][\w-]*)=(\d+)(?::(.+))?', item)
     if not match:
       raise ConvertError(f'--tasks: {item!r} is not NAME=INDEX or NAME=INDEX:SCHEMA')
-    name, index, schema = match.group(1), int(match.group(2)), match.group(3)
-    if schema is None:
-      if index >= len(OFFICIAL_DATASETS):
-        raise ConvertError(f'--tasks: {item!r}: dataset index {index} has no official schema; '
-                           'give one as NAME=INDEX:SCHEMA')
-      schema = OFFICIAL_DATASETS[index][1]
-    out.append(TaskChoice(name, index, schema))
+    out.append(TaskChoice(match.group(1), int(match.group(2)), match.group(3)))
   if not out:
     raise ConvertError('--tasks: no task given')
   names = [t.name for t in out]
@@ -80,6 +96,8 @@ def parse_tasks(text: str) -> list[TaskChoice]:
 def detect_format(sd: dict) -> str | None:
   if 'backbone.embeddings.patch_embeddings.projection.weight' in sd:
     return 'hf'
+  if {'backbone.patch_embed.projection.weight', 'backbone.layers.0.ln1.weight'} <= set(sd):
+    return 'sapiens'
   if 'backbone.patch_embed.proj.weight' in sd:
     return 'mmpose'
   if 'patch_embed.proj.weight' in sd:
@@ -145,28 +163,92 @@ def mae_to_official(sd: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], l
   return out, dropped
 
 
+# Sapiens' names (mmpretrain's VisionTransformer, mmpose's HeatmapHead) against the official ones,
+# as prefixes; ``{i}`` is a block index. mmcv's FFN is Sequential(Sequential(fc1, GELU, Dropout),
+# fc2, Dropout), hence ``ffn.layers.0.0`` and ``ffn.layers.1``; ``ln1`` outside the blocks is the
+# final norm. The head keeps its inner names (``deconv_layers.{0,3}``, ``conv_layers.{0,3}``,
+# ``final_layer``): torch and TorchScript/torch.export files of the whole pose estimator carry the
+# same ``backbone.``/``head.`` names.
+_SAPIENS_LAYOUT = (
+    ('backbone.patch_embed.projection.', 'backbone.patch_embed.proj.'),
+    ('backbone.ln1.', 'backbone.last_norm.'),
+    ('backbone.layers.{i}.ln1.', 'backbone.blocks.{i}.norm1.'),
+    ('backbone.layers.{i}.ln2.', 'backbone.blocks.{i}.norm2.'),
+    ('backbone.layers.{i}.attn.', 'backbone.blocks.{i}.attn.'),
+    ('backbone.layers.{i}.ffn.layers.0.0.', 'backbone.blocks.{i}.mlp.fc1.'),
+    ('backbone.layers.{i}.ffn.layers.1.', 'backbone.blocks.{i}.mlp.fc2.'),
+    ('head.', 'keypoint_head.'),
+)
+
+
+def _prefix_rules(pairs, reverse: bool) -> list[tuple[re.Pattern, str]]:
+  rules = []
+  for a, b in pairs:
+    src, dst = (b, a) if reverse else (a, b)
+    rules.append((re.compile(re.escape(src).replace(r'\{i\}', r'(?P<i>\d+)')), dst))
+  return rules
+
+
+def _rename(name: str, rules: list[tuple[re.Pattern, str]]) -> str:
+  for regex, template in rules:
+    if m := regex.match(name):
+      return template.format(**m.groupdict()) + name[m.end():]
+  return name
+
+
+_FROM_SAPIENS = _prefix_rules(_SAPIENS_LAYOUT, reverse=False)
+_TO_SAPIENS = _prefix_rules(_SAPIENS_LAYOUT, reverse=True)
+
+
+def sapiens_to_official(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Sapiens pose-checkpoint names → official names (the head's under ``keypoint_head.``, its 1×1
+  convs as ``conv_layers.{0,3}``); names outside that layout are kept as they are."""
+  return {_rename(name, _FROM_SAPIENS): value for name, value in sd.items()}
+
+
+def sapiens_name(name: str) -> str:
+  """The Sapiens name of an official-layout name: what errors and notes call a tensor."""
+  return _rename(name, _TO_SAPIENS)
+
+
+def sapiens_sigma(heatmap_size: tuple[int, int]) -> float:
+  """The codec σ (heatmap pixels) of a converted Sapiens model with heatmaps of ``heatmap_size``
+  (h, w). Sapiens trains with σ 6 at 256×192 (its 1024×768 input); ViTPose with σ 2 at 64×48.
+  At another size σ keeps the Gaussian's share of the heatmap, 6·h/256, but not below 2, so the
+  small heatmaps of a small input still have a peak a few pixels wide: 6 at 256×192, 3 at
+  128×96, 2 at 64×48."""
+  return max(2.0, 6.0 * heatmap_size[0] / 256)
+
+
 # -- the official layout into our model ------------------------------------------------------
 
 
 class _Source:
-  """The official-layout dict; remembers which tensors were used."""
+  """The official-layout dict; remembers which tensors were used. ``label`` names a tensor as the
+  source file does, for errors and notes."""
 
-  def __init__(self, sd: dict[str, np.ndarray], origin: str):
+  def __init__(self, sd: dict[str, np.ndarray], origin: str, label=lambda name: name):
     self.sd = sd
     self.origin = origin
+    self.label = label
     self.used: set[str] = set()
 
   def __contains__(self, name):
     return name in self.sd
 
-  def get(self, name: str) -> np.ndarray:
+  def peek(self, name: str) -> np.ndarray:
+    """The tensor, without counting it as used (it is read for its shape)."""
     if name not in self.sd:
-      raise ConvertError(f'{self.origin}: tensor {name!r} is missing')
-    self.used.add(name)
+      raise ConvertError(f'{self.origin}: tensor {self.label(name)!r} is missing')
     return self.sd[name]
 
+  def get(self, name: str) -> np.ndarray:
+    value = self.peek(name)
+    self.used.add(name)
+    return value
+
   def unused(self) -> list[str]:
-    return sorted(set(self.sd) - self.used)
+    return sorted(self.label(name) for name in set(self.sd) - self.used)
 
 
 def _indices(sd: dict, pattern: str) -> list[int]:
@@ -183,27 +265,44 @@ def _head_prefixes(src: _Source) -> dict[int, str]:
 
 @dataclasses.dataclass(frozen=True)
 class _Head:
-  kind: str  # 'classic' or 'simple'
+  kind: str  # 'classic', 'simple' or 'sapiens'
   keypoints: int
   deconvs: tuple[int, ...]  # state-dict indices of the transposed convolutions
   channels: int
+  convs: tuple[int, ...] = ()  # state-dict indices of the 1×1 convolutions ('sapiens')
 
 
-def _read_head(src: _Source, prefix: str) -> _Head:
-  final = src.sd[prefix + 'final_layer.weight']
+def _read_head(src: _Source, prefix: str, fmt: str) -> _Head:
+  label = src.label
+  final = src.peek(prefix + 'final_layer.weight')
   deconvs = tuple(k for k in _indices(src.sd, re.escape(prefix) + r'deconv_layers\.(\d+)\.weight')
                   if src.sd[f'{prefix}deconv_layers.{k}.weight'].ndim == 4)
+  if fmt == 'sapiens':
+    convs = tuple(_indices(src.sd, re.escape(prefix) + r'conv_layers\.(\d+)\.weight'))
+    # The model's heatmaps are 4× the token grid: two stride-2 deconvolutions, as in every
+    # released Sapiens pose model.
+    if len(deconvs) != 2 or len(convs) != _SAPIENS_CONVS:
+      raise ConvertError(f'{src.origin}: {label(prefix)}deconv_layers has {len(deconvs)} '
+                         f'deconvolutions and {label(prefix)}conv_layers {len(convs)} '
+                         f'convolutions; the sapiens head has 2 and {_SAPIENS_CONVS}')
+    widths = {src.sd[f'{prefix}deconv_layers.{k}.weight'].shape[1] for k in deconvs}
+    widths |= {src.sd[f'{prefix}conv_layers.{k}.weight'].shape[0] for k in convs}
+    if len(widths) != 1:
+      raise ConvertError(f'{src.origin}: {label(prefix)}deconv_layers and conv_layers have '
+                         f'different widths {sorted(widths)}; the sapiens head has one')
+    return _Head('sapiens', final.shape[0], deconvs, widths.pop(), convs)
   if deconvs:
     if final.shape[2:] != (1, 1):
-      raise ConvertError(f'{src.origin}: {prefix}final_layer is {final.shape[2]}×{final.shape[3]}; '
-                         'a deconvolution head ends in a 1×1 conv')
+      raise ConvertError(f'{src.origin}: {label(prefix)}final_layer is {final.shape[2]}×'
+                         f'{final.shape[3]}; a deconvolution head ends in a 1×1 conv')
     channels = {src.sd[f'{prefix}deconv_layers.{k}.weight'].shape[1] for k in deconvs}
     if len(channels) != 1:
-      raise ConvertError(f'{src.origin}: {prefix} deconvolutions have different widths {channels}')
+      raise ConvertError(f'{src.origin}: {label(prefix)} deconvolutions have different widths '
+                         f'{channels}')
     return _Head('classic', final.shape[0], deconvs, channels.pop())
   if final.shape[2:] != (3, 3):
-    raise ConvertError(f'{src.origin}: {prefix}final_layer is {final.shape[2]}×{final.shape[3]} '
-                       'without deconvolutions; the simple decoder has a 3×3 conv')
+    raise ConvertError(f'{src.origin}: {label(prefix)}final_layer is {final.shape[2]}×'
+                       f'{final.shape[3]} without deconvolutions; the simple decoder has a 3×3 conv')
   return _Head('simple', final.shape[0], (), 0)
 
 
@@ -217,6 +316,26 @@ def _source_grid(num_patches: int, sizes, patch: int, origin: str) -> tuple[int,
     return side, side
   raise ConvertError(f'{origin}: cannot tell the input size of a position embedding with '
                      f'{num_patches} patches; pass --src-image-size H,W')
+
+
+def _sapiens_pos_embed(src: _Source, size: tuple[int, int],
+                       patch: int) -> tuple[np.ndarray, tuple[int, int], list[str]]:
+  """Sapiens' position embedding (1, rows·cols, C) for the token grid of a ``size`` input, the
+  grid, and notes. Its length alone cannot tell the grid (3072 = 64×48 = 48×64), so the grid is
+  the input size's. A leading cls slot (rows·cols + 1 entries, as in an mmpretrain ViT built
+  with a cls token) is dropped, as Sapiens' own loader drops it."""
+  pos = src.get('backbone.pos_embed')
+  grid = patch_grid(size, patch, _SAPIENS_PATCH_PADDING)
+  n = grid[0] * grid[1]
+  if pos.ndim == 3 and pos.shape[1] == n:
+    return pos, grid, []
+  if pos.ndim == 3 and pos.shape[1] == n + 1:
+    return pos[:, 1:], grid, [f'{src.label("backbone.pos_embed")} has a cls slot before its '
+                              f'{grid[0]}×{grid[1]} grid: dropped (the model has none)']
+  raise ConvertError(f'{src.origin}: {src.label("backbone.pos_embed")} has shape {pos.shape}, '
+                     f'not the {grid[0]}×{grid[1]} grid of a {size[0]}×{size[1]} input ({n} '
+                     f'positions, or {n + 1} with a cls slot); pass the input size it was '
+                     'trained at as --src-image-size H,W')
 
 
 def _default_tasks(heads: dict[int, _Head], shared_head: bool, origin: str) -> list[TaskChoice]:
@@ -239,6 +358,32 @@ def _default_tasks(heads: dict[int, _Head], shared_head: bool, origin: str) -> l
   return out
 
 
+def _sapiens_task(src: _Source, heads: dict[int, _Head]) -> tuple[str, str]:
+  """(task name, schema) of Sapiens' one head, by its keypoint count."""
+  keypoints = heads[0].keypoints
+  if keypoints not in _SAPIENS_TASKS:
+    known = ', '.join(f'{k} ({schema})' for k, (_, schema) in _SAPIENS_TASKS.items())
+    raise ConvertError(f'{src.origin}: {src.label("keypoint_head.final_layer.weight")} has '
+                       f'{keypoints} outputs, not the keypoint count of a released Sapiens model '
+                       f'({known}); name the task and its schema with --tasks NAME=0:SCHEMA')
+  return _SAPIENS_TASKS[keypoints]
+
+
+def _with_schema(task: TaskChoice, fmt: str, src: _Source, heads: dict[int, _Head]) -> TaskChoice:
+  """``task`` with the source's own schema when none was given: the official dataset's of its
+  index, or for Sapiens the one its head's keypoint count tells."""
+  if task.schema:
+    return task
+  if fmt == 'sapiens':
+    # A task of an index without a head is reported with the others' in to_model.
+    return (dataclasses.replace(task, schema=_sapiens_task(src, heads)[1])
+            if task.index in heads else task)
+  if task.index >= len(OFFICIAL_DATASETS):
+    raise ConvertError(f"--tasks: '{task.name}={task.index}': dataset index {task.index} has no "
+                       'official schema; give one as NAME=INDEX:SCHEMA')
+  return dataclasses.replace(task, schema=OFFICIAL_DATASETS[task.index][1])
+
+
 def to_model(
     sd: dict[str, np.ndarray],
     *,
@@ -251,13 +396,24 @@ def to_model(
     image_size: tuple[int, int] | None = None,
     drop_headless_experts: bool = False,
     expert_dim: int = 0,
+    sigma: float | None = None,
     seed: int = 0,
 ) -> Imported:
-  """Builds our model from an official-layout dict. ``fmt`` 'mae' means a backbone alone:
-  heads start fresh (seeded), and ``expert_dim`` > 0 factorizes it (every expert ← the last P
-  outputs of fc2, as the official loader does)."""
-  src = _Source(sd, origin)
-  notes = []
+  """Builds our model from an official-layout dict (``fmt`` names the source: one of FORMATS).
+
+  ``fmt`` 'mae' means a backbone alone: heads start fresh (seeded), and ``expert_dim`` > 0
+  factorizes it (every expert ← the last P outputs of fc2, as the official loader does).
+  ``fmt`` 'sapiens' (from :func:`sapiens_to_official`): one head, index 0, whose keypoint count
+  picks its task (17 coco, 133 wholebody, 308 goliath) unless ``tasks`` name one; a position
+  embedding without cls slot whose grid is that of ``src_image_size`` (default 1024×768); the
+  codec σ from :func:`sapiens_sigma`. A task without a schema takes the source's own. ``sigma``
+  sets the codec σ (heatmap pixels) of any format (default: 2, Sapiens' rule for 'sapiens').
+  ``image_size`` (H, W) other than the source's resamples the position embedding bicubically.
+  ConvertError (one line, naming ``origin`` and the tensor or field) for anything the model
+  cannot hold."""
+  sapiens = fmt == 'sapiens'
+  src = _Source(sd, origin, sapiens_name if sapiens else (lambda name: name))
+  notes = [SAPIENS_LICENCE] if sapiens else []
   proj = src.get('backbone.patch_embed.proj.weight')
   width, patch = proj.shape[0], proj.shape[2]
   if patch < 16 and fmt == 'mae':
@@ -266,32 +422,56 @@ def to_model(
     proj = np.pad(proj, ((0, 0), (0, 0), pad, pad))
     notes.append(f'patch kernel {patch}×{patch} zero-padded to 16×16 (official loader)')
     patch = 16
-  depth = len(_indices(sd, r'backbone\.blocks\.(\d+)\.norm1\.weight'))
-  if not depth:
-    raise ConvertError(f'{origin}: no transformer blocks (backbone.blocks.N.*) found')
-  hidden = src.sd['backbone.blocks.0.mlp.fc1.weight'].shape[0]
+  # Every block up to the highest index present: a block with a tensor missing is an error below
+  # rather than a shallower model.
+  blocks = _indices(sd, r'backbone\.blocks\.(\d+)\..+')
+  if not blocks:
+    raise ConvertError(f'{origin}: no transformer blocks ({src.label("backbone.blocks.0.")}*) '
+                       'found')
+  depth = blocks[-1] + 1
+  hidden = src.peek('backbone.blocks.0.mlp.fc1.weight').shape[0]
   num_experts = len(_indices(sd, r'backbone\.blocks\.0\.mlp\.experts\.(\d+)\.weight'))
   part = src.sd['backbone.blocks.0.mlp.experts.0.weight'].shape[0] if num_experts else 0
   if num_heads is None:
-    table = _HEADS_MAE if fmt == 'mae' else _HEADS_VITPOSE
+    table = {'mae': _HEADS_MAE, 'sapiens': _HEADS_SAPIENS}.get(fmt, _HEADS_VITPOSE)
     if width not in table:
-      raise ConvertError(f'{origin}: width {width} is not a published ViT size; pass --num-heads')
+      raise ConvertError(f'{origin}: width {width} is not a published '
+                         f'{"Sapiens" if sapiens else "ViT"} size ({", ".join(map(str, table))}); '
+                         'pass --num-heads')
     num_heads = table[width]
     notes.append(f'{num_heads} attention heads (the published models of width {width})')
+  elif sapiens:
+    notes.append(f'{num_heads} attention heads (given)')
 
-  pos = src.get('backbone.pos_embed')
-  grid = _source_grid(pos.shape[1] - 1, (src_image_size, image_size), patch, origin)
-  if image_size is None:
-    image_size = (256, 192) if fmt == 'mae' else (grid[0] * patch, grid[1] * patch)
+  if sapiens:
+    src_size = tuple(src_image_size or SAPIENS_IMAGE_SIZE)
+    pos, grid, pos_notes = _sapiens_pos_embed(src, src_size, patch)
+    notes += pos_notes
+    if src_image_size is None:
+      notes.append(f'source input {src_size[0]}×{src_size[1]} (Sapiens\' pose models; '
+                   '--src-image-size for another)')
+    image_size = image_size or src_size
+  else:
+    pos = src.get('backbone.pos_embed')
+    grid = _source_grid(pos.shape[1] - 1, (src_image_size, image_size), patch, origin)
+    if image_size is None:
+      image_size = (256, 192) if fmt == 'mae' else (grid[0] * patch, grid[1] * patch)
 
   shared_head = fmt == 'hf'
   prefixes = {} if fmt == 'mae' else _head_prefixes(src)
-  heads = {i: _read_head(src, p) for i, p in prefixes.items()}
+  heads = {i: _read_head(src, p, fmt) for i, p in prefixes.items()}
   if fmt != 'mae' and not heads:
-    raise ConvertError(f'{origin}: no keypoint head (keypoint_head.final_layer.weight) found')
+    raise ConvertError(f'{origin}: no keypoint head '
+                       f'({src.label("keypoint_head.final_layer.weight")}) found')
   if tasks is None:
-    tasks = [TaskChoice('coco', 0, 'coco17')] if fmt == 'mae' else _default_tasks(
-        heads, shared_head, origin)
+    if fmt == 'mae':
+      tasks = [TaskChoice('coco', 0, 'coco17')]
+    elif sapiens:
+      name, schema = _sapiens_task(src, heads)
+      tasks = [TaskChoice(name, 0, schema)]
+    else:
+      tasks = _default_tasks(heads, shared_head, origin)
+  tasks = [_with_schema(t, fmt, src, heads) for t in tasks]
   task_heads = {}
   for t in tasks:
     if fmt == 'mae':
@@ -335,32 +515,42 @@ def to_model(
     if head and head[0].keypoints != schema.num_keypoints:
       raise ConvertError(
           f'{origin}: task {t.name!r} has schema {schema.name} with {schema.num_keypoints} '
-          f'keypoints but the head of dataset index {t.index} ({head[1]}) has '
+          f'keypoints but the head of dataset index {t.index} ({src.label(head[1])}) has '
           f'{head[0].keypoints}')
     kind = head[0].kind if head else 'classic'
     specs.append(models.TaskSpec(t.name, schema, experts[t.name], kind))
-  classic = {h.channels for h, _ in task_heads.values() if h.kind == 'classic'}
-  layers = {len(h.deconvs) for h, _ in task_heads.values() if h.kind == 'classic'}
-  if len(classic) > 1 or len(layers) > 1:
-    raise ConvertError(f'{origin}: the heads differ in decoder width {sorted(classic)} or depth '
-                       f'{sorted(layers)}; one model holds one decoder geometry')
-  variant = next((name for name in ('S', 'B', 'L', 'H')
-                  if (models.VARIANTS[name].width, models.VARIANTS[name].depth) == (width, depth)),
-                 'custom')
+  decoders = {(h.channels, len(h.deconvs)) for h, _ in task_heads.values() if h.kind != 'simple'}
+  if len(decoders) > 1:
+    raise ConvertError(f'{origin}: the heads differ in decoder (width, depth) {sorted(decoders)}; '
+                       'one model holds one decoder geometry')
+  channels, layers = (decoders.pop() if decoders
+                      else (models.VARIANTS['B'].deconv_channels, 2))
+  variant = 'custom' if sapiens else next(
+      (name for name in ('S', 'B', 'L', 'H')
+       if (models.VARIANTS[name].width, models.VARIANTS[name].depth) == (width, depth)), 'custom')
   config = models.ModelConfig(
       tasks=tuple(specs), variant=variant, width=width, depth=depth, num_heads=num_heads,
       mlp_ratio=hidden / width, patch_size=patch, image_size=tuple(image_size),
       expert_dim=part if factorized else 0, num_experts=num_experts if factorized else 0,
-      deconv_channels=classic.pop() if classic else models.VARIANTS['B'].deconv_channels,
-      num_deconv_layers=layers.pop() if layers else 2, eps=eps,
-      drop_path=models.VARIANTS[variant].drop_path if variant != 'custom' else 0.0)
+      deconv_channels=channels, num_deconv_layers=layers, eps=eps,
+      drop_path=models.VARIANTS[variant].drop_path if variant != 'custom' else 0.0,
+      pos_embed_cls_slot=not sapiens)
+  if sigma is not None:
+    config = config.replace(heatmap_sigma=sigma)
+    notes.append(f'codec σ {sigma:g} (given)')
+  elif sapiens:
+    config = config.replace(heatmap_sigma=sapiens_sigma(config.heatmap_size))
+    h, w = config.heatmap_size
+    notes.append(f'codec σ {config.heatmap_sigma:g} at {h}×{w} heatmaps (Sapiens\' σ 6 at '
+                 '256×192, scaled with the heatmap height, at least 2; --sigma for another)')
   dst_grid = config.grid_size
   if dst_grid != grid:
     notes.append(f'position embedding resampled {grid[0]}×{grid[1]} → {dst_grid[0]}×{dst_grid[1]} '
                  '(bicubic, torch semantics)')
   model = models.create_model(config, seed=seed)
   params = nnx.to_pure_dict(nnx.state(model))
-  _fill_backbone(src, params['backbone'], config, proj, resample_pos_embed(pos, grid, dst_grid),
+  _fill_backbone(src, params['backbone'], config, proj,
+                 resample_pos_embed(pos, grid, dst_grid, cls_slot=not sapiens),
                  fmt == 'mae' and factorized, source_experts)
   for name, (head, prefix) in task_heads.items():
     _fill_head(src, params['heads'][name], head, prefix)
@@ -374,10 +564,11 @@ def to_model(
   return Imported(config, model, notes)
 
 
-def _put(dst: dict, key, value: np.ndarray, name: str, origin: str):
+def _put(dst: dict, key, value: np.ndarray, name: str, src: _Source):
   want = tuple(np.shape(dst[key]))
   if value.shape != want:
-    raise ConvertError(f'{origin}: {name} gives shape {value.shape}, the model needs {want}')
+    raise ConvertError(f'{src.origin}: {src.label(name)} gives shape {value.shape}, the model '
+                       f'needs {want}')
   dst[key] = value.astype(np.float32)
 
 
@@ -386,22 +577,27 @@ def _linear(src: _Source, dst: dict, name: str, rows: slice | None = None):
   bias = src.get(name + '.bias') if name + '.bias' in src else np.zeros(weight.shape[0])
   if rows is not None:
     weight, bias = weight[rows], bias[rows]
-  _put(dst, 'kernel', weight.T, name + '.weight', src.origin)  # torch (out, in) → (in, out)
-  _put(dst, 'bias', bias, name + '.bias', src.origin)
+  _put(dst, 'kernel', weight.T, name + '.weight', src)  # torch (out, in) → (in, out)
+  _put(dst, 'bias', bias, name + '.bias', src)
 
 
 def _norm(src: _Source, dst: dict, name: str):
-  _put(dst, 'scale', src.get(name + '.weight'), name + '.weight', src.origin)
-  _put(dst, 'bias', src.get(name + '.bias'), name + '.bias', src.origin)
+  _put(dst, 'scale', src.get(name + '.weight'), name + '.weight', src)
+  _put(dst, 'bias', src.get(name + '.bias'), name + '.bias', src)
+
+
+def _conv(src: _Source, dst: dict, name: str):
+  # torch Conv2d (out, in, kh, kw) → our (kh, kw, in, out).
+  _put(dst, 'kernel', src.get(name + '.weight').transpose(2, 3, 1, 0), name + '.weight', src)
+  _put(dst, 'bias', src.get(name + '.bias'), name + '.bias', src)
 
 
 def _fill_backbone(src, dst, config, proj, pos, split_fc2, source_experts):
-  origin = src.origin
   _put(dst['patch_embed']['proj'], 'kernel', proj.transpose(2, 3, 1, 0),
-       'backbone.patch_embed.proj.weight', origin)
+       'backbone.patch_embed.proj.weight', src)
   _put(dst['patch_embed']['proj'], 'bias', src.get('backbone.patch_embed.proj.bias'),
-       'backbone.patch_embed.proj.bias', origin)
-  _put(dst, 'pos_embed', pos, 'backbone.pos_embed', origin)
+       'backbone.patch_embed.proj.bias', src)
+  _put(dst, 'pos_embed', pos, 'backbone.pos_embed', src)
   _norm(src, dst['last_norm'], 'backbone.last_norm')
   keep = config.width - config.expert_dim
   for i, block in dst['blocks'].items():
@@ -422,18 +618,18 @@ def _fill_backbone(src, dst, config, proj, pos, split_fc2, source_experts):
 
 
 def _fill_head(src: _Source, dst: dict, head: _Head, prefix: str):
-  origin = src.origin
   for layer, k in enumerate(head.deconvs):
     name = f'{prefix}deconv_layers.{k}'
     # torch ConvTranspose2d (in, out, kh, kw) → our (kh, kw, out, in), no flip.
     _put(dst['deconv_layers'][layer], 'kernel', src.get(name + '.weight').transpose(2, 3, 1, 0),
-         name + '.weight', origin)
+         name + '.weight', src)
+    if head.kind == 'sapiens':
+      continue  # InstanceNorm without affine: nothing to load
     bn = f'{prefix}deconv_layers.{k + 1}'
     norm = dst['deconv_norms'][layer]
     for ours, theirs in (('scale', 'weight'), ('bias', 'bias'), ('mean', 'running_mean'),
                          ('var', 'running_var')):
-      _put(norm, ours, src.get(f'{bn}.{theirs}'), f'{bn}.{theirs}', origin)
-  name = prefix + 'final_layer'
-  _put(dst['final_layer'], 'kernel', src.get(name + '.weight').transpose(2, 3, 1, 0),
-       name + '.weight', origin)
-  _put(dst['final_layer'], 'bias', src.get(name + '.bias'), name + '.bias', origin)
+      _put(norm, ours, src.get(f'{bn}.{theirs}'), f'{bn}.{theirs}', src)
+  for layer, k in enumerate(head.convs):
+    _conv(src, dst['conv_layers'][layer], f'{prefix}conv_layers.{k}')
+  _conv(src, dst['final_layer'], prefix + 'final_layer')

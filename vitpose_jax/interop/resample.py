@@ -1,9 +1,10 @@
 """Bicubic resampling with torch's semantics, in NumPy (docs/design.md).
 
-The official ViTPose loader resizes position embeddings with ``F.interpolate(mode='bicubic',
-align_corners=False)``: Keys' cubic kernel with a = −0.75, half-pixel centres, source coordinates
-not clamped, taps beyond the border clamped to the edge, no antialiasing. ``jax.image.resize``'s
-bicubic uses a = −0.5 and antialiases when shrinking, so it would import different numbers.
+The official ViTPose loader, and Sapiens' (mmpretrain's ``resize_pos_embed``), resize position
+embeddings with ``F.interpolate(mode='bicubic', align_corners=False)``: Keys' cubic kernel with
+a = −0.75, half-pixel centres, source coordinates not clamped, taps beyond the border clamped to
+the edge, no antialiasing. ``jax.image.resize``'s bicubic uses a = −0.5 and antialiases when
+shrinking, so it would import different numbers.
 """
 
 from __future__ import annotations
@@ -42,15 +43,18 @@ def resize_bicubic(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return out.astype(x.dtype)
 
 
-def resample_pos_embed(pos: np.ndarray, src_grid: tuple[int, int],
-                       dst_grid: tuple[int, int]) -> np.ndarray:
-  """A (1, 1 + rows·cols, C) position embedding with a leading cls slot, its patch part
-  resampled from ``src_grid`` to ``dst_grid`` (rows, cols); the cls slot is kept."""
-  if pos.ndim != 3 or pos.shape[1] != 1 + src_grid[0] * src_grid[1]:
-    raise ValueError(f'position embedding of shape {pos.shape} does not hold a cls slot and a '
-                     f'{src_grid[0]}×{src_grid[1]} grid')
+def resample_pos_embed(pos: np.ndarray, src_grid: tuple[int, int], dst_grid: tuple[int, int],
+                       *, cls_slot: bool = True) -> np.ndarray:
+  """A (1, S + rows·cols, C) position embedding, its patch part resampled from ``src_grid`` to
+  ``dst_grid`` (rows, cols). ``cls_slot``: whether a leading slot (S = 1, ViTPose's, kept as it
+  is) comes before the patches; without one (S = 0, Sapiens') every entry is a patch's. ValueError
+  when the length is not S + rows·cols."""
+  extra = int(cls_slot)
+  if pos.ndim != 3 or pos.shape[1] != extra + src_grid[0] * src_grid[1]:
+    raise ValueError(f'position embedding of shape {pos.shape} does not hold '
+                     f'{"a cls slot and " if cls_slot else ""}a {src_grid[0]}×{src_grid[1]} grid')
   if tuple(src_grid) == tuple(dst_grid):
     return pos
-  grid = pos[0, 1:].reshape(*src_grid, pos.shape[2])
+  grid = pos[0, extra:].reshape(*src_grid, pos.shape[2])
   grid = resize_bicubic(grid, dst_grid).reshape(1, -1, pos.shape[2])
-  return np.concatenate([pos[:, :1], grid], axis=1)
+  return np.concatenate([pos[:, :extra], grid], axis=1)

@@ -47,6 +47,11 @@ ATTENTION = ('auto', 'xla', 'cudnn')
 DESCRIPTIVE_SCHEMA_FIELDS = ('sigma_note', 'source_names')
 
 
+def patch_grid(image_size: tuple[int, int], patch_size: int, padding: int) -> tuple[int, int]:
+  """(rows, cols) of patch tokens of an (H, W) input: the patch convolution's output size."""
+  return tuple((s + 2 * padding - patch_size) // patch_size + 1 for s in image_size)
+
+
 class ModelConfigError(ValueError):
   """A model configuration or model.json is inconsistent; the message names the field."""
 
@@ -170,8 +175,7 @@ class ModelConfig:
   @property
   def grid_size(self) -> tuple[int, int]:
     """Patch tokens (rows, cols): 256×192 with patch 16 and padding 2 gives 16×12."""
-    p, pad = self.patch_size, self.patch_padding
-    return tuple((s + 2 * pad - p) // p + 1 for s in self.image_size)
+    return patch_grid(self.image_size, self.patch_size, self.patch_padding)
 
   @property
   def num_patches(self) -> int:
