@@ -38,7 +38,7 @@ from vitpose_jax import checkpoint, configlib, convert, train  # noqa: E402
 
 GEOMETRY = {  # Sapiens-0.3B (pose/configs/sapiens_pose: embed_dims 1024, 24 layers, 768-wide head)
     'full': dict(width=1024, depth=24, channels=768, src=(1024, 768), image=(256, 192)),
-    'small': dict(width=64, depth=2, channels=32, src=(256, 192), image=(128, 96)),
+    'small': dict(width=64, depth=2, channels=32, src=(256, 192), image=(128, 96), heads=4),
 }
 
 
@@ -149,8 +149,9 @@ def main(argv=None) -> int:
     run = os.path.join(tmp, 'imported')
     size = ','.join(map(str, geometry['image']))
     source = ','.join(map(str, geometry['src']))
+    heads = ['--num-heads', str(geometry['heads'])] if 'heads' in geometry else []
     rc = convert.main(['--src', src, '--format', 'sapiens', '--dst', run,
-                       '--src-image-size', source, '--image-size', size])
+                       '--src-image-size', source, '--image-size', size, *heads])
     if rc:
       return rc
     import_s = time.perf_counter() - t0
