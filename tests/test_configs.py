@@ -44,6 +44,8 @@ OVERRIDES = [
     ('distill.py:stage=student', ['--config.teacher=/tmp/t', '--config.tokens_from=/tmp/k']),
     ('finetune.py:train=heads,augment=none', ['--config.feature_cache=off',
                                               '--config.data.sigma=6.0']),
+    ('finetune.py:tasks=infant,train=heads,augment=none,batch=32',
+     ['--config.model.dtype=bfloat16']),
     ('multitask.py', ["--config.evals.coco.data={'source': 'synthetic', 'population': 'adult', "
                       "'num': 4, 'seed': 7}"]),
     ('adapt.py:method=meanteacher,prior', [

@@ -160,3 +160,30 @@ def test_heads_only_fine_tuning_with_and_without_the_cache(tmp_path, capsys):
   for a, b in zip(*map(jax.tree.leaves, heads)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   assert models_after['cached'].config == models_after['plain'].config
+
+
+class _Accelerator:
+  def __init__(self, limit):
+    self.limit = limit
+
+  def memory_stats(self):
+    return {'bytes_limit': self.limit}
+
+
+def test_a_cache_over_its_memory_budget_is_not_built(capsys):
+  mcfg = tiny_config({'infant': 'infant_smil25'})
+  rows, cols = mcfg.grid_size
+  assert feature_cache.nbytes(mcfg, 3) == 3 * rows * cols * mcfg.width * 4
+  assert feature_cache.nbytes(mcfg.replace(dtype='bfloat16'), 3) == 3 * rows * cols * mcfg.width * 2
+  # Half of an accelerator's memory; the host's shared by its CPU devices.
+  device = [_Accelerator(20 * feature_cache.nbytes(mcfg, 1))]
+  assert feature_cache.fits(_finetune(), mcfg, 10, device)
+  assert capsys.readouterr().out == ''
+  assert not feature_cache.fits(_finetune(), mcfg, 11, device)
+  assert 'feature cache off: the feature cache of 11 instances needs' in capsys.readouterr().out
+  with pytest.raises(ValueError, match=r'"on" but the feature cache of 11 instances .* over its '
+                                       r'budget'):
+    feature_cache.fits(_finetune(feature_cache='on'), mcfg, 11, device)
+  cpu = jax.local_devices()
+  assert feature_cache.budget(cpu) * len(cpu) * 2 <= os.sysconf('SC_PHYS_PAGES') * os.sysconf(
+      'SC_PAGE_SIZE')

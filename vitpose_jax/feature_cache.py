@@ -16,6 +16,7 @@ float32). It lives in memory and is rebuilt when a run resumes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import grain
 import jax
 import numpy as np
+import jax.numpy as jnp
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -81,6 +83,39 @@ def resolve(config, augment: transforms.AugmentConfig, **reasons) -> bool:
   if mode == 'auto' and why:
     logging.info('feature cache off: %s', why)
   return mode != 'off' and why is None
+
+
+def nbytes(mcfg: models.ModelConfig, instances: int) -> int:
+  """Bytes of one device's cache of ``instances`` feature maps of the model ``mcfg``."""
+  rows, cols = mcfg.grid_size
+  return instances * rows * cols * mcfg.width * jnp.dtype(mcfg.dtype).itemsize
+
+
+def budget(devices) -> int:
+  """Bytes a cache may take on each of ``devices`` (this process's): half of an accelerator's
+  memory (the rest is the step's), or on CPU devices, which share the host's memory, half of it
+  over their count."""
+  stats = devices[0].memory_stats() or {}
+  if stats.get('bytes_limit'):
+    return stats['bytes_limit'] // 2
+  host = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  return host // 2 // len(devices)
+
+
+def fits(config, mcfg: models.ModelConfig, instances: int, devices) -> bool:
+  """Whether a cache of ``instances`` fits :func:`budget`. When it does not, 'auto' trains
+  without it (and says so) and 'on' is a ValueError naming both sizes."""
+  need, have = nbytes(mcfg, instances), budget(devices)
+  if need <= have:
+    return True
+  why = (f'the feature cache of {instances} instances needs {need / 1e9:.1f} GB on each device, '
+         f'over its budget of {have / 1e9:.1f} GB (half the memory)')
+  if config.get('feature_cache', 'auto') == 'on':
+    raise ValueError(f'config.feature_cache is "on" but {why}; use fewer instances or '
+                     'feature_cache="off"')
+  logging.warning('feature cache off: %s', why)
+  print(f'feature cache off: {why}', flush=True)
+  return False
 
 
 def build(model: models.VitPose, tasks: Mapping[str, tuple[Any, str, list, int]], *,

@@ -985,6 +985,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # Data: one stream per task, zipped into global batches; the host feeds its local share.
   iterator, sources = train_iterator(config, mcfg, indexed=cached)
+  if cached:
+    try:
+      cached = feature_cache.fits(config, mcfg, sum(map(len, sources.values())),
+                                  jax.local_devices())
+    except ValueError as e:
+      raise TrainingError(str(e)) from None
 
   # Durations are converted to steps once, here.
   epoch_task = config.get('epoch_task') or next(iter(config.tasks))
