@@ -36,7 +36,7 @@ of each training instance is computed once before the first step and the steps r
 alone (`config.feature_cache`: 'auto' does this whenever it applies; 'on' refuses a run it
 cannot apply to; 'off' never caches). The cache is in memory, replicated on every device,
 N · rows · cols · width values per task (0.79 MB per instance for a 0.3B backbone at 256×192),
-and is rebuilt on resume.
+at most half of a device's memory (a larger one is not built), and is rebuilt on resume.
 """
 
 import ml_collections
@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.lr = 1e-3 / (5 if arg.train == 'all' else 2)
   config.schedule.kind = 'cosine'
   if not arg.runlocal:
-    config.schedule.warmup_steps = 20
+    # 20 steps, or a fifth of a shorter run.
+    config.schedule.warmup_steps = 20 if arg.epochs else min(20, max(1, arg.steps // 5))
     if arg.epochs:
       configlib.set_duration(config, epochs=arg.epochs)
     else:

@@ -25,3 +25,4 @@ def test_frozen_backbone_bench_small(tmp_path):
   assert len(cached['losses']) == 3
   assert cached['losses'] == pytest.approx(uncached['losses'], rel=1e-4)
   assert 'per step: uncached' in out and 'backbone bit for bit unchanged: cached True' in out
+  assert 'the same loss at every step: True' in out

@@ -239,12 +239,12 @@ def test_hf_checkpoint_at_another_input_size_resamples_its_position_embedding(tm
   hf = _hf_model(False, seed=6)
   hf.save_pretrained(tmp_path / 'hf')
   _convert('--src', tmp_path / 'hf', '--format', 'hf', '--dst', tmp_path / 'run',
-           '--image-size', '96,72')
+           '--image-size', '96,80')
   model, _ = checkpoint.load_model(tmp_path / 'run')
-  assert model.config.grid_size == (6, 4)  # (96 + 4 − 16) // 16 + 1 rows, 72 → 4 cols
+  assert model.config.grid_size == (6, 5)  # (96 + 4 − 16) // 16 + 1 rows, 80 → 5 cols
   pos = hf.backbone.embeddings.position_embeddings.detach()
   grid = pos[:, 1:].reshape(1, 4, 3, WIDTH).permute(0, 3, 1, 2)
-  want = torch.nn.functional.interpolate(grid, size=(6, 4), mode='bicubic', align_corners=False)
+  want = torch.nn.functional.interpolate(grid, size=(6, 5), mode='bicubic', align_corners=False)
   want = want.permute(0, 2, 3, 1).reshape(1, -1, WIDTH).numpy()
   got = np.asarray(model.backbone.pos_embed[...])
   np.testing.assert_allclose(got[:, 1:], want, atol=1e-5, rtol=0)
@@ -333,3 +333,14 @@ def test_a_converted_mae_backbone_is_a_finetuning_start(cache, tmp_path):
   assert tuned.config.width == WIDTH and tuned.config.task_names == ('infant',)
   np.testing.assert_array_equal(np.asarray(tuned.backbone.blocks[0].attn.qkv.kernel[...]),
                                 sd['blocks.0.attn.qkv.weight'].T)
+
+
+def test_a_bias_the_file_lacks_is_zero_and_said_so():
+  sd = official.mae_to_official(_mae_state_dict())[0]
+  del sd['backbone.blocks.1.attn.qkv.bias']
+  imported = official.to_model(sd, origin='vit.pth', fmt='mae', num_heads=HEADS,
+                               image_size=(64, 48))
+  assert '1 biases absent in the file, taken as zero: backbone.blocks.1.attn.qkv.bias' in (
+      imported.notes)
+  np.testing.assert_array_equal(np.asarray(imported.model.backbone.blocks[1].attn.qkv.bias[...]),
+                                0)

@@ -3,6 +3,7 @@
 
 import json
 import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +139,8 @@ def test_heads_only_fine_tuning_with_and_without_the_cache(tmp_path, capsys):
       pos_embed_cls_slot=False)
   checkpoint.save_model(str(tmp_path / 'source'), randomize(models.create_model(source, seed=3)),
                         step=0)
-  cached = _heads_run(tmp_path / 'cached', str(tmp_path / 'source'))
+  # A worker process builds the cached run's batches: its sources must pickle.
+  cached = _heads_run(tmp_path / 'cached', str(tmp_path / 'source'), **{'data.num_workers': 1})
   assert 'feature cache infant: ' in capsys.readouterr().out
   plain = _heads_run(tmp_path / 'plain', str(tmp_path / 'source'), feature_cache='off')
   assert 'feature cache' not in capsys.readouterr().out
@@ -187,3 +189,22 @@ def test_a_cache_over_its_memory_budget_is_not_built(capsys):
   cpu = jax.local_devices()
   assert feature_cache.budget(cpu) * len(cpu) * 2 <= os.sysconf('SC_PHYS_PAGES') * os.sysconf(
       'SC_PAGE_SIZE')
+
+
+def test_an_indexed_source_numbers_its_records_and_goes_to_worker_processes():
+  indexed = feature_cache.IndexedSource([{'image_id': 7}, {'image_id': 9}])
+  # grain's worker processes receive the source pickled.
+  copy = pickle.loads(pickle.dumps(indexed))
+  assert len(copy) == 2
+  assert copy[1] == {'image_id': 9, 'source_index': 1}
+  assert copy[1]['source_index'].dtype == np.int32
+
+
+def test_a_heads_only_run_says_why_it_has_no_cache(capsys):
+  config = _finetune('tasks=infant,train=heads,augment=flip,runlocal')
+  assert not feature_cache.resolve(config, _augment(config))
+  assert capsys.readouterr().out.startswith('feature cache off: config.data.augment has random')
+  config = _finetune('tasks=infant,train=all,augment=none,runlocal')
+  assert not feature_cache.resolve(config, _augment(config))
+  # Where nothing is frozen, no cache is expected and nothing is said.
+  assert capsys.readouterr().out == ''

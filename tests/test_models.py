@@ -192,6 +192,19 @@ def test_model_json_errors_name_the_file_and_field(tmp_path):
     ModelConfig.load(tmp_path)
 
 
+@pytest.mark.parametrize('field, value, wanted', [
+    ('num_heads', 0, 'num_heads 0 must be a positive integer'),
+    ('num_heads', -4, 'num_heads -4 must be a positive integer'),
+    ('depth', 0, 'depth 0 must be a positive integer'),
+    # The patches would not tile the input: the codec would stretch the heatmap over it.
+    ('image_size', (250, 192), r'image_size \(250, 192\) must be a multiple of the patch size 16'),
+    ('image_size', (256, 190), 'must be a multiple of the patch size 16 on each side'),
+])
+def test_impossible_geometries_are_refused(field, value, wanted):
+  with pytest.raises(ModelConfigError, match=wanted):
+    tiny_config().replace(**{field: value})
+
+
 def test_uint8_pixels_are_normalised_by_the_model_floats_taken_as_normalised():
   model = randomize(models.create_model(tiny_config()))
   rng = np.random.default_rng(0)

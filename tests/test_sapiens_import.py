@@ -214,6 +214,9 @@ def _broken(sd, case):
     del sd['backbone.layers.1.ln2.weight']
   elif case == 'head':
     del sd['head.conv_layers.3.weight']
+  elif case == 'bias':
+    del sd['backbone.layers.1.attn.qkv.bias']
+    del sd['backbone.layers.0.ffn.layers.1.bias']
   return sd
 
 
@@ -223,6 +226,9 @@ def _broken(sd, case):
      ['width 64 is not a published Sapiens size (1024, 1280, 1536, 1920)', '--num-heads']),
     ('missing', SMALL, ["tensor 'backbone.layers.1.ln2.weight' is missing"]),
     ('head', SMALL, ['head.conv_layers 1 convolutions']),
+    # Every Sapiens linear has a bias: one absent is a damaged file, not a zero.
+    ('bias', SMALL, ["tensor 'backbone.layers.0.ffn.layers.1.bias' is missing (and 1 other "
+                     'biases)']),
     ('grid', ['--num-heads', str(HEADS), '--src-image-size', '48,48'],
      ['backbone.pos_embed has shape (1, 12, 64)', '3×3 grid of a 48×48 input']),
     ('tasks', [*SMALL, '--tasks', 'coco=1'], ['dataset index 1, which has no head']),
@@ -268,3 +274,59 @@ def test_export_and_predict_on_imported_runs(tmp_path):
   (instance,) = json.loads(out.read_text())['instances']
   assert len(instance['keypoints']) == 17
   assert Image.open(drawing).size == (120, 160)
+
+
+def test_damaged_or_odd_files_and_flags_get_one_line_errors(network, tmp_path, capsys):
+  import safetensors.numpy
+
+  sd = _numpy(network)
+  good = tmp_path / 'good.safetensors'
+  safetensors.numpy.save_file(sd, str(good))
+  truncated = tmp_path / 'truncated.safetensors'
+  truncated.write_bytes(good.read_bytes()[:-100])
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  for args, wanted in [
+      (['--src', truncated, '--dst', tmp_path / 'r1', *SMALL], 'truncated.safetensors: cannot load'),
+      (['--src', good, '--dst', a_file, *SMALL], 'a_file: is a file; --dst names the run'),
+  ]:
+    assert convert.main([str(a) for a in (*args, '--format', 'sapiens')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and wanted in err, err
+  for heads in ('0', '-4', 'four'):
+    with pytest.raises(SystemExit):
+      convert.main(['--src', str(good), '--format', 'sapiens', '--dst', str(tmp_path / 'r2'),
+                    '--num-heads', heads])
+    assert 'expected a positive integer' in capsys.readouterr().err
+  # An input the patches do not tile would stretch every decoded keypoint.
+  assert convert.main(['--src', str(good), '--format', 'sapiens', '--dst', str(tmp_path / 'r3'),
+                       *SMALL, '--image-size', '250,190']) == 2
+  assert 'must be a multiple of the patch size 16' in capsys.readouterr().err
+
+
+def test_bfloat16_safetensors_widen_exactly_and_a_short_network_is_noted(network, tmp_path,
+                                                                         capsys):
+  import ml_dtypes
+  import safetensors.numpy
+
+  sd = {k: v.astype(ml_dtypes.bfloat16) for k, v in _numpy(network).items()}
+  path = tmp_path / 'bf16.safetensors'
+  safetensors.numpy.save_file(sd, str(path))
+  _convert('--src', path, '--format', 'sapiens', '--dst', tmp_path / 'run', *SMALL)
+  model, _ = checkpoint.load_model(str(tmp_path / 'run'))
+  np.testing.assert_array_equal(
+      np.asarray(model.backbone.blocks[0].attn.qkv.bias[...]),
+      sd['backbone.layers.0.attn.qkv.bias'].astype(np.float32))
+  capsys.readouterr()
+  # Width 1024 is Sapiens-0.3B's, whose 24 blocks a file of 2 lacks.
+  imported = official.to_model(
+      official.sapiens_to_official(_numpy(_network_of_width(1024))), origin='x.pth',
+      fmt='sapiens', num_heads=16, src_image_size=IMAGE)
+  assert ('depth 2, where the published Sapiens models of width 1024 have 24: check that the '
+          'file is complete') in imported.notes
+
+
+def _network_of_width(width):
+  torch = require_extra('torch')
+  return sapiens_torch.sapiens(torch, width=width, depth=DEPTH, heads=16, channels=CHANNELS,
+                               keypoints=17, image_size=IMAGE)

@@ -370,3 +370,17 @@ def test_finetune_errors_name_what_is_missing(cache, tmp_path):
   config = _finetune_config('tasks=infant,runlocal', '')
   with pytest.raises(train.TrainingError, match='--config.init_from=RUN'):
     train.train_and_evaluate(config, str(tmp_path / 'x'))
+
+
+def test_a_warm_up_longer_than_the_run_is_a_config_error():
+  from conftest import tiny_config
+  from vitpose_jax import models
+  from flax import nnx
+
+  config = _config()
+  config.schedule.warmup_steps = 20
+  mcfg = tiny_config({'coco': 'coco17'})
+  params = nnx.state(models.create_model(mcfg), nnx.Param)
+  with pytest.raises(train.TrainingError, match=r'config.schedule \(warmup_steps 20, kind '
+                                                r"'cosine'\) for a run of 6 steps: need 0 <= "):
+    train.optimizer_and_schedule(config, mcfg, params, total_steps=6, steps_per_epoch=3)

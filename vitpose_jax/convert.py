@@ -53,7 +53,19 @@ def _size(text: str) -> tuple[int, int]:
   return h, w
 
 
+def _positive(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
+  return value
+
+
 def _check_dst(dst: str):
+  if os.path.exists(dst) and not os.path.isdir(dst):
+    raise ConvertError(f'{dst}: is a file; --dst names the run directory to write')
   if os.path.exists(os.path.join(dst, 'model.json')) or os.path.isdir(
       checkpoint.checkpoint_dir(dst)):
     raise ConvertError(f'{dst}: already holds a run (model.json or checkpoints/); choose another '
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                                       'its keypoint count)')
   parser.add_argument('--drop-headless-experts', action='store_true',
                       help='leave out experts no task uses (default: keep them)')
-  parser.add_argument('--num-heads', type=int, help='attention heads (default: from the '
+  parser.add_argument('--num-heads', type=_positive, help='attention heads (default: from the '
                                                     'source config or the published models)')
   parser.add_argument('--eps', type=float, help='LayerNorm eps (default: 1e-6; hf: its config)')
   parser.add_argument('--src-image-size', type=_size,

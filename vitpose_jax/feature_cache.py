@@ -46,9 +46,6 @@ class IndexedSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     return {**self._source[index], 'source_index': np.int32(index)}
 
-  def __getattr__(self, name):
-    return getattr(self._source, name)
-
 
 def unusable_because(config, augment: transforms.AugmentConfig, *, adaptation=None,
                      teacher: bool = False, knowledge_tokens: bool = False) -> str | None:
@@ -82,6 +79,9 @@ def resolve(config, augment: transforms.AugmentConfig, **reasons) -> bool:
     raise ValueError(f'config.feature_cache is "on" but {why}')
   if mode == 'auto' and why:
     logging.info('feature cache off: %s', why)
+    if config.get('trainable', 'all') == 'heads':
+      # A heads-only run is where a cache is expected: say why this one has none.
+      print(f'feature cache off: {why}', flush=True)
   return mode != 'off' and why is None
 
 

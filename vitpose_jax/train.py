@@ -614,12 +614,16 @@ def optimizer_and_schedule(config: ml_collections.ConfigDict, mcfg: models.Model
   """The run's optimizer (``config.optimizer``, ``config.trainable``) and learning-rate schedule
   (``config.schedule``, epochs converted with ``steps_per_epoch``): ``(tx, lr_schedule)``."""
   sched_cfg = config.schedule
-  lr_schedule = optim.schedule(
-      base_lr=config.optimizer.lr, total_steps=total_steps,
-      warmup_steps=sched_cfg.warmup_steps, warmup_ratio=sched_cfg.warmup_ratio,
-      kind=sched_cfg.kind,
-      decay_steps=tuple(int(e * steps_per_epoch) for e in sched_cfg.decay_epochs),
-      decay_factor=sched_cfg.decay_factor, min_lr_ratio=sched_cfg.min_lr_ratio)
+  try:
+    lr_schedule = optim.schedule(
+        base_lr=config.optimizer.lr, total_steps=total_steps,
+        warmup_steps=sched_cfg.warmup_steps, warmup_ratio=sched_cfg.warmup_ratio,
+        kind=sched_cfg.kind,
+        decay_steps=tuple(int(e * steps_per_epoch) for e in sched_cfg.decay_epochs),
+        decay_factor=sched_cfg.decay_factor, min_lr_ratio=sched_cfg.min_lr_ratio)
+  except ValueError as e:
+    raise TrainingError(f'config.schedule (warmup_steps {sched_cfg.warmup_steps}, kind '
+                        f'{sched_cfg.kind!r}) for a run of {total_steps} steps: {e}') from None
   opt = config.optimizer
   tx = optim.make_optimizer(params, depth=mcfg.depth, trainable=_trainable(config, mcfg),
                             weight_decay=opt.weight_decay, layer_decay=opt.layer_decay,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 import zipfile
 
@@ -33,6 +34,8 @@ class ConvertError(ValueError):
 
 
 _PICKLES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl')
+_EXTRA_FLOATS = ('bfloat16', 'float8_e4m3fn', 'float8_e5m2', 'float8_e4m3fnuz', 'float8_e5m2fnuz')
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
 _ARCHIVES = ('.pt2',)  # torch.export's extension, and that of Sapiens' TorchScript files
 _HF_WEIGHTS = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
                'pytorch_model.bin.index.json')
@@ -54,7 +57,9 @@ def _to_numpy(value) -> np.ndarray | None:
       return None
     return value.float().numpy()
   value = np.asarray(value)
-  if not np.issubdtype(value.dtype, np.floating):
+  # ml_dtypes' bfloat16 and float8 types (safetensors files) are floats numpy does not rank as
+  # np.floating; each widens to float32 exactly.
+  if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name in _EXTRA_FLOATS):
     return None
   return value.astype(np.float32)
 
@@ -88,8 +93,10 @@ def _torch_archive_kind(path: str) -> str | None:
 
 
 def _cannot_load(path: str, error: Exception, hint: str = '') -> ConvertError:
-  first = str(error).splitlines()[0] if str(error) else ''
-  return ConvertError(f'{path}: cannot load ({type(error).__name__}: {first or error}){hint}')
+  # torch colours parts of its messages for terminals: the escape codes would garble ours.
+  text = _ANSI.sub('', str(error)).strip()
+  first = text.splitlines()[0] if text else type(error).__name__
+  return ConvertError(f'{path}: cannot load ({type(error).__name__}: {first}){hint}')
 
 
 def _read_archive(path: str, kind: str, trust_pickle: bool) -> dict:
@@ -111,7 +118,10 @@ def _read_archive(path: str, kind: str, trust_pickle: bool) -> dict:
 
 def _read_file(path: str, trust_pickle: bool) -> dict:
   if path.endswith('.safetensors'):
-    return safetensors.numpy.load_file(path)
+    try:
+      return safetensors.numpy.load_file(path)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own types for damaged files
+      raise _cannot_load(path, e) from None
   if not path.endswith(_PICKLES + _ARCHIVES):
     raise ConvertError(f'{path}: unknown weight file type (expected .safetensors or one of '
                        f'{", ".join(_PICKLES + _ARCHIVES)})')
@@ -124,8 +134,11 @@ def _read_file(path: str, trust_pickle: bool) -> dict:
   try:
     return torch.load(path, map_location='cpu', weights_only=not trust_pickle)
   except Exception as e:  # noqa: BLE001 - torch raises several types for unreadable pickles
-    raise _cannot_load(path, e, '' if trust_pickle else '; if it holds Python objects besides '
-                       'tensors and you trust its source, pass --trust-pickle') from None
+    # Only the weights-only unpickler's refusal is helped by trusting the file; a damaged file
+    # is not.
+    refused = not trust_pickle and 'weights only load failed' in str(e).lower()
+    raise _cannot_load(path, e, '; it holds Python objects besides tensors: if you trust its '
+                       'source, pass --trust-pickle' if refused else '') from None
 
 
 def _hf_files(directory: str) -> list[str]:

@@ -48,6 +48,9 @@ SAPIENS_LICENCE = ('Sapiens code and weights are licensed CC BY-NC 4.0 (non-comm
                    'the converted model carries that licence')
 # mmpretrain's arch table: Sapiens 0.3B, 0.6B, 1B and 2B.
 _HEADS_SAPIENS = {1024: 16, 1280: 16, 1536: 24, 1920: 32}
+_DEPTH_SAPIENS = {1024: 24, 1280: 32, 1536: 40, 1920: 48}
+# ViT-S/B/L/H (ViTPose, MAE, timm).
+_DEPTH_VIT = {384: 12, 768: 12, 1024: 24, 1280: 32}
 # Every released Sapiens pose model (configs/sapiens_pose/*/*-1024x768.py): its input (H, W), and
 # ``patch_cfg=dict(padding=2)`` (ModelConfig's default patch_padding too).
 SAPIENS_IMAGE_SIZE = (1024, 768)
@@ -232,6 +235,7 @@ class _Source:
     self.origin = origin
     self.label = label
     self.used: set[str] = set()
+    self.zero_biases: list[str] = []  # linear biases the file lacks, taken as zero
 
   def __contains__(self, name):
     return name in self.sd
@@ -429,6 +433,11 @@ def to_model(
     raise ConvertError(f'{origin}: no transformer blocks ({src.label("backbone.blocks.0.")}*) '
                        'found')
   depth = blocks[-1] + 1
+  published = (_DEPTH_SAPIENS if sapiens else _DEPTH_VIT).get(width)
+  if published and depth != published:
+    # A file missing its last blocks would otherwise import as a shallower network.
+    notes.append(f'depth {depth}, where the published {"Sapiens" if sapiens else "ViT"} models '
+                 f'of width {width} have {published}: check that the file is complete')
   hidden = src.peek('backbone.blocks.0.mlp.fc1.weight').shape[0]
   num_experts = len(_indices(sd, r'backbone\.blocks\.0\.mlp\.experts\.(\d+)\.weight'))
   part = src.sd['backbone.blocks.0.mlp.experts.0.weight'].shape[0] if num_experts else 0
@@ -557,6 +566,14 @@ def to_model(
   state = nnx.state(model)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
+  if src.zero_biases and sapiens:
+    # Every linear layer of Sapiens' ViT has a bias (qkv_bias=True): the file is damaged.
+    raise ConvertError(f'{origin}: tensor {src.zero_biases[0]!r} is missing'
+                       + (f' (and {len(src.zero_biases) - 1} other biases)'
+                          if len(src.zero_biases) > 1 else ''))
+  if src.zero_biases:
+    notes.append(f'{len(src.zero_biases)} biases absent in the file, taken as zero: '
+                 f'{", ".join(src.zero_biases[:8])}' + (', ...' if len(src.zero_biases) > 8 else ''))
   unused = src.unused()
   if unused:
     notes.append(f'{len(unused)} tensors not used: {", ".join(unused[:8])}'
@@ -574,7 +591,11 @@ def _put(dst: dict, key, value: np.ndarray, name: str, src: _Source):
 
 def _linear(src: _Source, dst: dict, name: str, rows: slice | None = None):
   weight = src.get(name + '.weight')
-  bias = src.get(name + '.bias') if name + '.bias' in src else np.zeros(weight.shape[0])
+  if name + '.bias' in src:
+    bias = src.get(name + '.bias')
+  else:
+    bias = np.zeros(weight.shape[0])
+    src.zero_biases.append(src.label(name + '.bias'))
   if rows is not None:
     weight, bias = weight[rows], bias[rows]
   _put(dst, 'kernel', weight.T, name + '.weight', src)  # torch (out, in) → (in, out)

@@ -132,6 +132,15 @@ class ModelConfig:
     names = [t.name for t in self.tasks]
     if len(set(names)) != len(names):
       fail(f'duplicate task names in {names}')
+    for name in ('width', 'depth', 'num_heads', 'patch_size'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        fail(f'{name} {value!r} must be a positive integer')
+    if any(s % self.patch_size for s in self.image_size):
+      # The heatmap is 4× the token grid and the codec stretches it over the whole input: an
+      # input the patches do not tile would put every decoded keypoint off by the remainder.
+      fail(f'image_size {tuple(self.image_size)} must be a multiple of the patch size '
+           f'{self.patch_size} on each side')
     if self.width % self.num_heads:
       fail(f'width {self.width} is not divisible by num_heads {self.num_heads}')
     if not 0 <= self.expert_dim < self.width:
