@@ -244,6 +244,20 @@ def test_init_from_loads_the_backbone_and_matching_tasks_only(tmp_path):
                                 fresh['heads']['wheelchair']['final_layer']['kernel'])
 
 
+def test_init_from_a_dense_model_names_no_expert():
+  """A dense source and target (an imported Sapiens or ViTPose) share no expert: the message
+  names only what moved, and a task whose head type differs gets nothing."""
+  from vitpose_jax import models
+
+  dense = lambda tasks, head='classic': models.create_model(
+      models.model_config('nano', tasks, factorized=False, decoder=head))
+  source = dense({'coco': 'coco17'})
+  assert models.init_from(dense({'infant': 'infant_smil25'}), source, {'infant': 'coco'}) == [
+      'backbone', 'infant decoder+13/25 keypoint channels <- coco']
+  assert models.init_from(dense({'infant': 'infant_smil25'}, 'simple'), source,
+                          {'infant': 'coco'}) == ['backbone']
+
+
 @pytest.mark.parametrize('shared', [True, False])
 def test_a_new_schema_starts_from_the_source_channels_of_the_joints_both_name(tmp_path, shared):
   import jax

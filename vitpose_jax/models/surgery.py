@@ -103,13 +103,16 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
       old = source.config.task(expert_from[task.name])
     else:
       continue
-    if model.config.factorized and source.config.factorized:
+    # A dense model has no expert of its own: say only what was copied.
+    experts = model.config.factorized and source.config.factorized
+    if experts:
       for i, block in src_blocks.items():
         dst_blocks[i]['mlp']['experts'][task.expert] = copy(
             block['mlp']['experts'][old.expert], dst_blocks[i]['mlp']['experts'][task.expert],
             f'blocks.{i}.mlp.experts.{old.expert}')
     if old.head != task.head:
-      loaded.append(f'{task.name} expert <- {old.name}')
+      if experts:
+        loaded.append(f'{task.name} expert <- {old.name}')
       continue
     src_head, dst_head = src['heads'][old.name], dst['heads'][task.name]
     if old.schema == task.schema:
@@ -118,6 +121,7 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
     else:
       # Another schema: the decoder's feature layers carry over; of the keypoint layer, only the
       # channels of joints both schemas name.
+      parts = 'expert+decoder' if experts else 'decoder'
       for key in dst_head:
         if key != 'final_layer':
           dst_head[key] = copy(src_head[key], dst_head[key], f'heads.{old.name}.{key}')
@@ -125,10 +129,10 @@ def init_from(model: VitPose, source: VitPose, expert_from: Mapping[str, str] | 
       if pairs:
         dst_head['final_layer'] = _copy_channels(src_head['final_layer'],
                                                  dst_head['final_layer'], pairs)
-        loaded.append(f'{task.name} expert+decoder+{len(pairs)}/{task.schema.num_keypoints} '
+        loaded.append(f'{task.name} {parts}+{len(pairs)}/{task.schema.num_keypoints} '
                       f'keypoint channels <- {old.name}')
       else:
-        loaded.append(f'{task.name} expert+decoder <- {old.name}')
+        loaded.append(f'{task.name} {parts} <- {old.name}')
   _load_pure(model, dst)
   return loaded
 
