@@ -698,11 +698,11 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
     """``({task: heatmaps}, {task: pooled patch tokens (n, C)})`` for ``{task: images}`` (or,
     given ``cached``, for ``{task: feature maps}`` through the heads alone): the tasks that
     train one model task's head (:func:`model_task`) go through it together, as one segment."""
-    inputs = images if cached is None else cached
+    streams = images if cached is None else cached
     routes = {}
-    for t in inputs:
+    for t in streams:
       routes.setdefault(heads[t], []).append(t)
-    inputs = {m: jnp.concatenate([inputs[t] for t in ts]) if len(ts) > 1 else inputs[ts[0]]
+    inputs = {m: jnp.concatenate([streams[t] for t in ts]) if len(ts) > 1 else streams[ts[0]]
               for m, ts in routes.items()}
     if cached is None:
       heatmaps, aux = net(inputs, **kwargs)
@@ -712,7 +712,7 @@ def make_train_step(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
     for m, ts in routes.items():
       start = 0
       for t in ts:
-        count = (images if cached is None else cached)[t].shape[0]
+        count = streams[t].shape[0]
         out[t] = heatmaps[m][start:start + count]
         if aligner is not None:
           features[t] = adversarial.pooled_tokens(aux[m]['patch_tokens'][start:start + count])
