@@ -12,6 +12,15 @@ and centre jitter: the recipe of zoo:micro-adult), and an evaluation every
 ``--eval-every`` samples on the val split at seed 0, which also picks the best checkpoint (by
 mean/AP). Re-running the same command resumes after any interruption (Ctrl-C or SIGTERM write a
 checkpoint first); the wall time of every segment is logged to WORKDIR/segments.json.
+``--max-minutes`` stops a segment after that much training wall time the same way (a SIGTERM
+to itself), for a machine lent for a fixed time; the run's best checkpoint is then the last
+evaluation's pick.
+
+Other shapes of the same recipe: ``--tasks coco`` (one task), ``--image-size 256x192``,
+``--variant S``, and ``--set KEY=VALUE`` for any other config key (VALUE read as JSON when it
+parses, e.g. ``--set optimizer.layer_decay=1.0 --set data.num_workers=8``). Where the tree is a
+copy without git (a remote accelerator), ``--source-commit`` names the commit it was copied
+from, and the record says the commit was given rather than read.
 
 ``--ship NAME`` takes the run's best checkpoint, evaluates it on the test split (synthetic seed
 ``--test-seed``, >= 1000: test seeds are never used for training, selection or tuning), and writes
@@ -28,8 +37,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import common
@@ -48,13 +59,26 @@ AUGMENT = {
 }
 
 
-def _commit() -> dict:
+def _commit(given: str = '') -> dict:
+  """The commit the code runs from: git's HEAD and whether tracked files differ from it, or, in
+  a copy without git, ``given`` (whose cleanliness nobody can check here: ``dirty`` is None)."""
   def git(*args):
-    return subprocess.run(['git', '-C', common.ROOT, *args], capture_output=True, text=True,
-                          check=False).stdout.strip()
+    try:
+      done = subprocess.run(['git', '-C', common.ROOT, *args], capture_output=True, text=True,
+                            check=False)
+    except OSError:  # no git installed
+      return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
-  return {'commit': git('rev-parse', 'HEAD'),
-          'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  head = git('rev-parse', 'HEAD')
+  if given and head and head != given:
+    raise SystemExit(f'--source-commit {given} but the tree is at commit {head}')
+  if head:
+    return {'commit': head, 'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  if not given:
+    raise SystemExit(f'{common.ROOT} is not a git checkout: name the commit it was copied '
+                     'from with --source-commit')
+  return {'commit': given, 'dirty': None, 'commit_source': 'given (--source-commit)'}
 
 
 def _device() -> str:
@@ -70,26 +94,56 @@ def _device() -> str:
   return f'{d.platform} x{jax.device_count()} ({d.device_kind}); host {cpu}, {os.cpu_count()} CPUs'
 
 
+def _image_size(text: str) -> tuple[int, int]:
+  try:
+    h, w = (int(v) for v in text.lower().split('x'))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'image size {text!r}: expected HxW, e.g. 128x96') from None
+  return h, w
+
+
+def _setting(text: str) -> tuple[str, object]:
+  key, sep, value = text.partition('=')
+  if not sep or not key:
+    raise argparse.ArgumentTypeError(f'--set {text!r}: expected KEY=VALUE')
+  try:
+    return key, json.loads(value)
+  except json.JSONDecodeError:
+    return key, value
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+  tasks = tuple(t for t in text.split(',') if t)
+  unknown = sorted(set(tasks) - set(TASKS))
+  if not tasks or unknown or len(set(tasks)) != len(tasks):
+    raise argparse.ArgumentTypeError(f'--tasks {text!r}: a comma list of distinct names from '
+                                     f'{", ".join(TASKS)}')
+  return tasks
+
+
 def make_config(args):
   data = {}
-  for task in TASKS:
+  for task in args.tasks:
     population = common.population(task)
     data[f'tasks.{task}.train'] = dict(source='synthetic', population=population,
                                        num=args.num_train[task], seed=0)
     data[f'tasks.{task}.val'] = dict(source='synthetic', population=population,
                                      num=args.num_val, seed=0)
-  steps = args.samples // (2 * args.batch)
-  every = max(1, args.eval_every // (2 * args.batch))
+  per_step = len(args.tasks) * args.batch
+  steps = args.samples // per_step
+  every = max(1, args.eval_every // per_step)
   overrides = {
-      **data, 'total_steps': steps, 'model.image_size': (128, 96),
+      **data, 'total_steps': steps, 'model.image_size': args.image_size,
       **AUGMENT[args.augment],
       'optimizer.lr': args.lr, 'schedule.warmup_steps': args.warmup_steps,
       'eval_every_steps': every, 'checkpoint.every_steps': min(every, 500),
-      'checkpoint.best_metric': 'mean/AP', 'log_every_steps': 100, 'plots': 4,
+      'log_every_steps': 100, 'plots': 4,
       'data.builder_priority': args.builder_priority,
+      'checkpoint.best_metric': 'mean/AP' if len(args.tasks) > 1 else f'{args.tasks[0]}/AP',
+      **dict(args.set),
   }
-  return common.config('multitask', f'variant={args.variant},tasks={"+".join(TASKS)},scratch,'
-                       f'batch={args.batch}', overrides)
+  return common.config('multitask', f'variant={args.variant},tasks={"+".join(args.tasks)},'
+                       f'scratch,batch={args.batch}', overrides)
 
 
 def train(args, command: str):
@@ -103,7 +157,14 @@ def train(args, command: str):
     with open(log_path) as f:
       segments = json.load(f)
   start = time.time()
-  segment = {'command': command, **_commit(), 'device': _device(), 'started': time.ctime(start)}
+  segment = {'command': command, **_commit(args.source_commit), 'device': _device(),
+             'started': time.ctime(start)}
+  timer = None
+  if args.max_minutes:
+    # The trainer's SIGTERM handling checkpoints the current step and stops.
+    timer = threading.Timer(60 * args.max_minutes, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
   def record(status: str):
     segment.update(status=status, wall_s=round(time.time() - start, 1))
@@ -113,9 +174,16 @@ def train(args, command: str):
 
   try:
     metrics = trainer.train_and_evaluate(cfg, args.workdir)
+  except SystemExit as e:
+    timed_out = timer is not None and not timer.is_alive() and e.code == 143
+    record(f'stopped at --max-minutes {args.max_minutes}' if timed_out else 'interrupted')
+    raise
   except BaseException:
     record('interrupted')
     raise
+  finally:
+    if timer is not None:
+      timer.cancel()
   record('finished')
   print(json.dumps(metrics))
 
@@ -148,13 +216,15 @@ def ship(args, command: str):
   shutil.rmtree(tmp, ignore_errors=True)
   checkpoint.save_model(tmp, model, step=step)
   shutil.copy(os.path.join(args.workdir, 'config.json'), os.path.join(tmp, 'config.json'))
-  commits = sorted({(s['commit'], s['dirty']) for s in segments})
+  commits = sorted({s['commit'] for s in segments})
+  dirty = [s['dirty'] for s in segments]
   record = {
       'name': args.ship,
       'command': [s['command'] for s in segments],
       'ship_command': command,
-      'commit': commits[0][0] if len(commits) == 1 else [c for c, _ in commits],
-      'dirty_tree': any(d for _, d in commits),
+      'commit': commits[0] if len(commits) == 1 else commits,
+      # None: a segment ran from a copy whose commit was given, and nobody could check it.
+      'dirty_tree': True if True in dirty else (None if None in dirty else False),
       'generator_version': synthetic.GENERATOR_VERSION,
       'data': {t: {'train': run_config['tasks'][t]['train'], 'val': run_config['tasks'][t]['val'],
                    'test': evals[t]['data']} for t in run_config['tasks']},
@@ -180,6 +250,16 @@ def main(argv=None):
   parser.add_argument('--zoo-dir', default='',
                       help="where --ship writes (default: the package's zoo folder)")
   parser.add_argument('--variant', default='micro')
+  parser.add_argument('--tasks', type=_tasks, default=TASKS,
+                      help=f'comma list of tasks to train (default {",".join(TASKS)})')
+  parser.add_argument('--image-size', type=_image_size, default=(128, 96),
+                      help='network input HxW (default 128x96)')
+  parser.add_argument('--set', type=_setting, action='append', default=[], metavar='KEY=VALUE',
+                      help='any other config override, VALUE as JSON where it parses; repeatable')
+  parser.add_argument('--max-minutes', type=float, default=0.,
+                      help='stop this segment after this many minutes (checkpointed; 0: none)')
+  parser.add_argument('--source-commit', default='',
+                      help='the commit a tree without git was copied from (provenance)')
   parser.add_argument('--samples', type=int, default=1_200_000, help='samples seen (all tasks)')
   parser.add_argument('--batch', type=int, default=32, help='per-task batch share')
   parser.add_argument('--lr', type=float, default=1e-3)
