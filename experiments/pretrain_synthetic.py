@@ -60,8 +60,8 @@ AUGMENT = {
 
 
 def _commit(given: str = '') -> dict:
-  """The commit the code runs from: git's HEAD and whether tracked files differ from it, or, in
-  a copy without git, ``given`` (whose cleanliness nobody can check here: ``dirty`` is None)."""
+  """The commit the code runs from: ``given`` (for a copied tree, whose cleanliness nobody can
+  check here: ``dirty`` is None), else git's HEAD and whether tracked files differ from it."""
   def git(*args):
     try:
       done = subprocess.run(['git', '-C', common.ROOT, *args], capture_output=True, text=True,
@@ -70,15 +70,13 @@ def _commit(given: str = '') -> dict:
       return None
     return done.stdout.strip() if done.returncode == 0 else None
 
+  if given:  # a copy's .git, if it has one, need not be the copied commit's
+    return {'commit': given, 'dirty': None, 'commit_source': 'given (--source-commit)'}
   head = git('rev-parse', 'HEAD')
-  if given and head and head != given:
-    raise SystemExit(f'--source-commit {given} but the tree is at commit {head}')
-  if head:
-    return {'commit': head, 'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
-  if not given:
+  if not head:
     raise SystemExit(f'{common.ROOT} is not a git checkout: name the commit it was copied '
                      'from with --source-commit')
-  return {'commit': given, 'dirty': None, 'commit_source': 'given (--source-commit)'}
+  return {'commit': head, 'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
 
 
 def _device() -> str:
