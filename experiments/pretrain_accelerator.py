@@ -3,6 +3,7 @@ one accelerator, within a fixed wall-time budget, with the AP table of both.
 
   python experiments/pretrain_accelerator.py --out DIR --workdir RUNS           # on a GPU host
   python experiments/pretrain_accelerator.py --out DIR --workdir RUNS --small   # any host, tiny
+  python experiments/pretrain_accelerator.py --out DIR --plot                   # DIR/ap.png
 
 One command, for a machine lent for minutes (the device of issue 16, point 6):
   1. generates every dataset the arms read (train, val seed 0, test seed ``--test-seed``) in one
@@ -22,6 +23,7 @@ One command, for a machine lent for minutes (the device of issue 16, point 6):
   4. writes OUT/results.md and OUT/results.json (AP on val seed 0 against samples seen, then
      test), OUT/<arm>.log, OUT/runs.tar (both runs' records: config, evals.jsonl, segments.json,
      provenance.json) and OUT/micro_zoo.tar (micro's shipped directory, named ``--ship-name``).
+``--plot`` then draws OUT/ap.png from OUT/results.json (where matplotlib is installed).
 
 The budget is wall time for the whole command (``--budget-minutes``); each arm's schedule is set
 in samples (``--samples-s``, ``--samples-micro``) from an estimate of the host's input-pipeline
@@ -109,10 +111,31 @@ def _segments(workdir: str, name: str) -> list[dict]:
     return json.load(f)
 
 
+def plot(out: str) -> str:
+  """OUT/ap.png: val coco AP against samples seen for each arm of OUT/results.json, beside the
+  CPU-trained zoo:micro-adult's curve (experiments/results/pretrain_synthetic/evals.jsonl).
+  A micro arm's samples are both tasks', half of them coco."""
+  import learning_curve
+
+  with open(os.path.join(out, 'results.json')) as f:
+    results = json.load(f)
+  curves = {f'{name} ({results["device"].split(";")[0]})':
+            [(e['samples_seen'], e['coco/AP']) for e in arm['evals']]
+            for name, arm in results['arms'].items()}
+  cpu = read_jsonl(os.path.join(HERE, 'results', 'pretrain_synthetic', 'evals.jsonl'))
+  if cpu:
+    curves['zoo:micro-adult (2-core CPU)'] = [(e['samples_seen'], e['coco/AP']) for e in cpu]
+  path = os.path.join(out, 'ap.png')
+  learning_curve.line_plot(curves, path, 'val coco AP (seed 0, 200 adults)')
+  return path
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True, help='results folder')
-  parser.add_argument('--workdir', required=True, help='folder of the two runs')
+  parser.add_argument('--plot', action='store_true',
+                      help="only draw OUT/ap.png from OUT/results.json (needs the 'plots' extra)")
+  parser.add_argument('--workdir', help='folder of the two runs (required unless --plot)')
   parser.add_argument('--budget-minutes', type=float, default=9.0,
                       help='wall time of the whole command (default 9)')
   parser.add_argument('--samples-s', type=int, default=320_000)
@@ -128,6 +151,11 @@ def main(argv=None):
                       help="the micro arm's name in OUT/micro_zoo.tar (zoo:NAME once shipped)")
   parser.add_argument('--small', action='store_true', help='tiny sizes: checks the plumbing')
   args = parser.parse_args(argv)
+  if args.plot:
+    print(plot(args.out))
+    return 0
+  if not args.workdir:
+    parser.error('--workdir is required')
   if args.small:
     args.num_train_coco = args.num_train_wholebody = 8
     args.num_val = args.num_test = 4

@@ -241,7 +241,7 @@ def ship(args, command: str):
   print(json.dumps(record['test_metrics']))
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--ship', default='', help='ship the best checkpoint as zoo:NAME')
@@ -275,6 +275,11 @@ def main(argv=None):
   parser.add_argument('--test-seed', type=int, default=1000)
   args = parser.parse_args(argv)
   args.num_train = {'coco': args.num_train_coco, 'wholebody': args.num_train_wholebody}
+  return args
+
+
+def main(argv=None):
+  args = parse(argv)
   command = common.command_line(__file__)
   if args.ship:
     ship(args, command)

@@ -6,6 +6,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tarfile
 
 import pytest
 from PIL import Image
@@ -218,6 +219,67 @@ def test_pretraining_resumes_and_ships_a_run_directory_with_its_provenance(tmp_p
   model, step = checkpoint.load_model(str(shipped))
   assert step == record['step'] and model.config.task_names == ('coco', 'wholebody')
   assert sorted(os.listdir(shipped / 'checkpoints')) == [str(step)]
+
+
+@pytest.mark.slow
+def test_the_accelerator_run_trains_both_arms_ships_micro_and_tables_their_curves(tmp_path):
+  """experiments/pretrain_accelerator.py at --small: data generated first, both arms trained
+  side by side, each shipped to the scratch zoo with its test metrics, the table, the archives
+  (what comes back from a lent machine) and the plot."""
+  require_extra('matplotlib')
+  out, runs = tmp_path / 'out', tmp_path / 'runs'
+  env = {**os.environ, 'VITPOSE_JAX_CACHE': str(tmp_path / 'cache')}
+  script = str(ROOT / 'experiments/pretrain_accelerator.py')
+  subprocess.run([sys.executable, script, '--out', str(out), '--workdir', str(runs), '--small',
+                  '--source-commit', 'f' * 40], check=True, capture_output=True, env=env)
+  results = json.loads((out / 'results.json').read_text())
+  assert results['exit_codes'] == {'S': 0, 'micro': 0}
+  for name, tasks in (('S', ['coco']), ('micro', ['coco', 'wholebody'])):
+    arm = results['arms'][name]
+    assert [e['samples_seen'] for e in arm['evals']] == [16, 32]
+    assert arm['segments'][0]['commit'] == 'f' * 40 and arm['segments'][0]['dirty'] is None
+    assert {f'{t}/AP' for t in tasks} <= set(arm['test_metrics'])
+    config = json.loads((runs / name / 'config.json').read_text())
+    assert sorted(config['tasks']) == tasks
+  assert json.loads((runs / 'S' / 'config.json').read_text())['model']['image_size'] == [64, 48]
+  table = (out / 'results.md').read_text()
+  assert '| S | test s1000 (best) |' in table and '| micro | test s1000 (best) |' in table
+  with tarfile.open(out / 'micro_zoo.tar') as tar:
+    names = tar.getnames()
+  assert 'micro-adult-v2/provenance.json' in names and 'micro-adult-v2/model.json' in names
+  with tarfile.open(out / 'runs.tar') as tar:
+    assert {'S/evals.jsonl', 'micro/provenance.json'} <= set(tar.getnames())
+  subprocess.run([sys.executable, script, '--out', str(out), '--plot'], check=True,
+                 capture_output=True)
+  assert _is_png(out / 'ap.png')
+
+
+def test_pretraining_options_are_checked_before_anything_runs(tmp_path):
+  script = str(ROOT / 'experiments/pretrain_synthetic.py')
+  for bad, message in ((['--tasks', 'coco,infant'], "--tasks 'coco,infant'"),
+                       (['--image-size', '128'], "image size '128'"),
+                       (['--set', 'lr'], "--set 'lr': expected KEY=VALUE")):
+    run = subprocess.run([sys.executable, script, '--workdir', str(tmp_path / 'run'), *bad],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_pretraining_settings_reach_the_config():
+  sys.path.insert(0, str(ROOT / 'experiments'))
+  try:
+    import pretrain_synthetic
+  finally:
+    sys.path.pop(0)
+  parser_args = ['--workdir', 'x', '--tasks', 'coco', '--image-size', '256x192', '--variant', 'S',
+                 '--batch', '16', '--samples', '3200', '--eval-every', '800',
+                 '--set', 'optimizer.layer_decay=1.0', '--set', 'schedule.kind=cosine']
+  args = pretrain_synthetic.parse(parser_args)
+  config = pretrain_synthetic.make_config(args)
+  assert list(config.tasks) == ['coco'] and tuple(config.model.image_size) == (256, 192)
+  assert config.total_steps == 200 and config.eval_every_steps == 50
+  assert config.optimizer.layer_decay == 1.0 and config.schedule.kind == 'cosine'
+  assert config.checkpoint.best_metric == 'coco/AP'
 
 
 @pytest.mark.slow
