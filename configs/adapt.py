@@ -59,7 +59,8 @@ Arguments: `method=meanteacher|source|finetune|adversarial|crossschema`, `prior`
 (method=source: the teacher's weak augmentation on the source instead of the strong one),
 `schema=infant_smil25|coco17`, `labels=0.1`, `synthetic` and `mix=0.5` (the synthetic share of
 the labelled batch; adversarial always mixes), `batch=` (samples per stream and step; default 32,
-2 with runlocal), `steps=`, `seed=`, `init=RUN` (the starting model), `runlocal`.
+2 with runlocal), `steps=` (default 300, 3 with runlocal), `seed=`, `init=RUN` (the starting
+model), `runlocal`.
 """
 
 import dataclasses
@@ -96,8 +97,10 @@ def _data(population: str, num: int, seed: int, **extra) -> dict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = configlib.parse_arg(arg, method='meanteacher', prior=False, silhouette=False,
                             source='adult', weak=False, schema='infant_smil25', labels=0.1,
-                            synthetic=False, mix=0.5, batch=0, runlocal=False, steps=300, seed=0,
+                            synthetic=False, mix=0.5, batch=0, runlocal=False, steps=0, seed=0,
                             init=SOURCE_MODEL)
+  if arg.steps < 0:
+    raise ValueError(f'config argument steps={arg.steps}: use a positive number of steps')
   if arg.method not in METHODS:
     raise ValueError(f'config argument method={arg.method!r}: use {" or ".join(METHODS)}')
   if arg.method in FEW_LABELS:
@@ -250,14 +253,18 @@ def _few_labels(arg) -> ml_collections.ConfigDict:
 
 
 def _schedule(config: ml_collections.ConfigDict, arg, *, lr: float) -> ml_collections.ConfigDict:
-  """What every method shares: ``arg.steps`` steps (3 with runlocal) at ``lr`` with a cosine
-  decay after a 20-step warm-up, one evaluation at the end that picks no checkpoint."""
+  """What every method shares: ``arg.steps`` steps (default 300, 3 with runlocal) at ``lr`` with
+  a cosine decay after a warm-up (20 steps; runlocal's own for its 3), one evaluation at the end
+  that picks no checkpoint."""
   config.eval_every_steps = 0
   config.checkpoint.best_metric = ''
   config.optimizer.lr = lr
   config.schedule.kind = 'cosine'
   if not arg.runlocal:
     config.schedule.warmup_steps = 20
-    configlib.set_duration(config, steps=arg.steps)
+  if arg.steps or not arg.runlocal:
+    steps = arg.steps or 300
+    config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 5)
+    configlib.set_duration(config, steps=steps)
   config.plots = 0 if arg.runlocal else 4
   return config

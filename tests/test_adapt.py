@@ -111,6 +111,18 @@ def test_the_target_streams_validation_data_is_what_its_evaluation_scores():
     train.resolve_evals(config)
 
 
+@pytest.mark.parametrize('method', ['meanteacher', 'adversarial'])
+def test_steps_sets_the_run_length_with_or_without_runlocal(method):
+  """runlocal's 3 steps are a default, not an override: `steps=` wins (it was ignored)."""
+  def steps(arg):
+    return _adapt_config(f'method={method}' + (f',{arg}' if arg else '')).total_steps
+
+  assert (steps(''), steps('runlocal'), steps('steps=40'), steps('runlocal,steps=7')) == (
+      300, 3, 40, 7)
+  with pytest.raises(ValueError, match='steps=-2'):
+    steps('steps=-2')
+
+
 @pytest.mark.slow
 def test_the_teacher_follows_the_student_by_ema_and_is_checkpointed(cache, tmp_path):
   config = _adapt_config()

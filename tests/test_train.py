@@ -51,6 +51,12 @@ def test_runlocal_writes_the_run_directory_and_a_rerun_resumes(cache, tmp_path, 
   rows = _rows(workdir)
   assert [r['step'] for r in rows] == [1, 2, 3, 4, 5]
   assert rows[3]['train/loss'] != -1.0
+  # A finished run, run again, trains nothing and reports the loss of its last step (it was
+  # nan, and metrics.json then held a bare NaN, which is not JSON).
+  done = train.train_and_evaluate(_config(total_steps=5), workdir)
+  assert done['train/loss'] == again['train/loss'] == rows[-1]['train/loss']
+  assert json.loads(open(os.path.join(workdir, 'metrics.json')).read(),
+                    parse_constant=pytest.fail)['train/loss'] == again['train/loss']
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step_window(cache, tmp_path):
@@ -398,3 +404,18 @@ def test_a_warm_up_longer_than_the_run_is_a_config_error():
   with pytest.raises(train.TrainingError, match=r'config.schedule \(warmup_steps 20, kind '
                                                 r"'cosine'\) for a run of 6 steps: need 0 <= "):
     train.optimizer_and_schedule(config, mcfg, params, total_steps=6, steps_per_epoch=3)
+
+
+def test_a_teacher_confident_of_no_joint_is_reported_when_the_run_ends(tmp_path, capsys):
+  """A zero ``*_confident`` fraction means the teacher's term trained nothing at that step; the
+  run's end says at how many logged steps, so a threshold that silences the term is seen."""
+  values = {'train/loss': 0.1, 'train/lr': 1e-3}
+  with train._Progress(str(tmp_path), start=0, total_steps=30, global_batch=2) as progress:
+    for step, confident in ((10, 0.0), (20, 0.25), (30, 0.0)):
+      progress.log(step, {**values, 'train/target_confident': confident})
+  out = capsys.readouterr().out
+  assert ('warning: train/target_confident was 0 at 2 of 3 logged steps (first at step 10)'
+          in out)
+  with train._Progress(str(tmp_path / 'b'), start=0, total_steps=10, global_batch=2) as progress:
+    progress.log(10, {**values, 'train/target_confident': 0.5})
+  assert 'warning' not in capsys.readouterr().out

@@ -848,6 +848,16 @@ def _keep_rows_until(path: str, step: int):
     _write(path, ''.join(kept))
 
 
+def _logged_loss(path: str, step: int) -> float | None:
+  """The training loss metrics.jsonl holds for ``step``, or None."""
+  try:
+    with open(path) as f:
+      rows = [json.loads(line) for line in f]
+  except FileNotFoundError:
+    return None
+  return next((r.get('train/loss') for r in reversed(rows) if r['step'] == step), None)
+
+
 def _append_row(path: str, row: Mapping[str, Any]):
   with open(path, 'a') as f:
     f.write(json.dumps(row) + '\n')
@@ -879,14 +889,27 @@ class _Progress:
     self.writer = SummaryWriter(workdir) if self.primary else _NullWriter()
     self.start, self.total_steps, self.global_batch = start, total_steps, global_batch
     self.checked = self.logged = start
-    self.last_loss = float('nan')
+    # A resumed run that has no step left to train reports the loss logged at its last step
+    # (None where that step was not logged).
+    self.last_loss = _logged_loss(self.path, start) if self.primary else None
     self.t_start = self.t_log = time.perf_counter()
+    # Per teacher-confidence metric (``train/*_confident``): the log steps at which it was 0.
+    self.unconfident: dict[str, list[int]] = {}
+    self.log_steps = 0
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
     self.writer.close()
+    if self.primary:
+      for key, steps in self.unconfident.items():
+        # A teacher confident of no joint gives its consistency or distillation term no
+        # weight: the run trained as if the term were off, which its numbers would not show.
+        print(f'warning: {key} was 0 at {len(steps)} of {self.log_steps} logged steps (first '
+              f'at step {steps[0]}): the teacher was confident of no joint there, so its term '
+              'trained nothing; a lower config.adapt.confidence (mean teacher) or '
+              'teacher_confidence (cross-schema) lets it count', flush=True)
 
   def fetch(self, step: int, metrics: Mapping[str, jax.Array],
             last_checkpoint: int | None) -> dict[str, float]:
@@ -907,6 +930,10 @@ class _Progress:
 
   def log(self, step: int, values: Mapping[str, float]):
     now = time.perf_counter()
+    self.log_steps += 1
+    for key, value in values.items():
+      if key.endswith('_confident') and value == 0:
+        self.unconfident.setdefault(key, []).append(step)
     row = {**values, 'train/img_per_s': (step - self.logged) * self.global_batch
            / (now - self.t_log)}
     for k, v in row.items():
@@ -1093,7 +1120,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                      progress.writer, mesh, global_batch=global_batch)
     if ckpt.latest_step != step:
       ckpt.save(step, state, iterator.get_state(), value=value)
-    final.update({'step': step, 'train/loss': progress.last_loss})
+    final['step'] = step
+    if progress.last_loss is not None:
+      final['train/loss'] = progress.last_loss
   if primary:
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       json.dump(final, f, indent=1)
