@@ -1,28 +1,34 @@
-r"""Does the full-size recipe learn? ViTPose-S and micro trained side by side on synthetic adults on
-one accelerator, within a fixed wall-time budget, with the AP table of both.
+r"""Does the full-size recipe learn? Networks trained side by side on synthetic adults on one
+accelerator, within a fixed wall-time budget, with the AP table of every arm.
 
   python experiments/pretrain_accelerator.py --out DIR --workdir RUNS           # on a GPU host
+  python experiments/pretrain_accelerator.py --out DIR --workdir RUNS --arms micro-256,S-cosine
   python experiments/pretrain_accelerator.py --out DIR --workdir RUNS --small   # any host, tiny
   python experiments/pretrain_accelerator.py --out DIR --plot                   # DIR/ap.png
 
 One command, for a machine lent for minutes (the device of issue 16, point 6):
   1. generates every dataset the arms read (train, val seed 0, test seed ``--test-seed``) in one
      parallel pass, one process per 2000-instance shard, before any arm starts;
-  2. trains the two arms at once, each with its share of the CPUs as input-pipeline workers and
-     the accelerator shared (neither preallocates its memory):
+  2. trains the arms (``--arms``, default ``S,micro``; ARMS below) at once, each with its share
+     of the CPUs as input-pipeline workers and the accelerator shared (none preallocates its
+     memory):
      - ``S``: ViTPose-S from scratch, the ``coco`` task alone, 256x192 input, flip as the only
        augmentation, no layer-wise lr decay and no stochastic depth (both are fine-tuning and
-       long-schedule regularisers; this is a short from-scratch run);
+       long-schedule regularisers; this is a short from-scratch run); ``S-cosine`` with a cosine
+       schedule instead of configs/multitask.py's real-scale step schedule (whose decays never
+       come within such a run);
      - ``micro``: experiments/pretrain_synthetic.py's recipe for the shipped model (micro, coco
-       and wholebody, 128x96, flip only), with this run's larger training set;
+       and wholebody, 128x96, flip only), with this run's larger training set; ``micro-256`` the
+       same at 256x192;
      each an experiments/pretrain_synthetic.py run whose segment stops at the budget's deadline
      (checkpointed; its best checkpoint is the last evaluation's pick);
-  3. evaluates each arm's best checkpoint on the test split (``--ship``: micro's model-only run
-     directory is a candidate for the zoo, S's is far over the zoo's size budget and is kept
-     for its record only);
+  3. evaluates each arm's best checkpoint on the test split (``--ship``: a micro arm's
+     model-only run directory is a candidate for the zoo, S's is far over the zoo's size budget
+     and is kept for its record only);
   4. writes OUT/results.md and OUT/results.json (AP on val seed 0 against samples seen, then
-     test), OUT/<arm>.log, OUT/runs.tar (both runs' records: config, evals.jsonl, segments.json,
-     provenance.json) and OUT/micro_zoo.tar (micro's shipped directory, named ``--ship-name``).
+     test), OUT/<arm>.log, OUT/runs.tar (every run's records: config, evals.jsonl,
+     segments.json, provenance.json) and OUT/zoo.tar (the micro arms' shipped directories; the
+     ``micro`` arm's named ``--ship-name``, the others ``<arm>-adult``).
 ``--plot`` then draws OUT/ap.png from OUT/results.json (where matplotlib is installed).
 
 The budget is wall time for the whole command (``--budget-minutes``); each arm's schedule is set
@@ -50,25 +56,52 @@ PRETRAIN = os.path.join(HERE, 'pretrain_synthetic.py')
 RESERVE_S = 75.
 
 
+# The arms ``--arms`` picks from: (network and input arguments of
+# experiments/pretrain_synthetic.py, input-pipeline cost per sample relative to 128x96). Each
+# trains the arm's tasks (``--tasks``; both by default) from scratch with flip as the only
+# augmentation on the same data. S: no layer-wise lr decay nor stochastic depth (fine-tuning and
+# long-schedule regularisers; this is a short from-scratch run), configs/multitask.py's
+# real-scale step schedule (no decay within such a run: a constant lr after warm-up) unless the
+# arm says cosine. micro: the shipped models' recipe.
+_S = ['--variant', 'S', '--tasks', 'coco', '--image-size', '256x192', '--batch', '64', '--lr',
+      '5e-4', '--set', 'optimizer.layer_decay=1.0', '--set', 'model.drop_path=0.0']
+_MICRO = ['--variant', 'micro', '--batch', '32', '--lr', '1e-3']
+ARMS = {
+    'S': (_S, 1.5),
+    'S-cosine': (_S + ['--set', 'schedule.kind=cosine'], 1.5),
+    'micro': (_MICRO, 1.0),
+    # micro at ViTPose's input: 16x12 tokens instead of 8x6 (experiments/results/learning_curve,
+    # arms 128x96-flip-8k and 256x192-flip-8k).
+    'micro-256': (_MICRO + ['--image-size', '256x192'], 1.5),
+}
+# The shippable arms (under the zoo's size budget), and the name each is shipped under in the
+# scratch zoo and OUT/zoo.tar; ``--ship-name`` names the micro arm.
+SHIPPABLE = ('micro', 'micro-256')
+
+
 def arms(args) -> dict[str, list[str]]:
-  """Each arm's experiments/pretrain_synthetic.py arguments (without workdir and limits)."""
-  if args.small:
-    s = ['--variant', 'nano', '--tasks', 'coco', '--image-size', '64x48', '--batch', '4',
-         '--samples', '32', '--eval-every', '16', '--warmup-steps', '1']
-    micro = ['--variant', 'nano', '--batch', '4', '--samples', '32', '--eval-every', '16',
-             '--warmup-steps', '1']
-  else:
-    s = ['--variant', 'S', '--tasks', 'coco', '--image-size', '256x192', '--batch', '64',
-         '--lr', '5e-4', '--samples', str(args.samples_s), '--eval-every',
-         str(args.samples_s // 6), '--warmup-steps', '500',
-         '--set', 'optimizer.layer_decay=1.0', '--set', 'model.drop_path=0.0',
-         '--set', f'checkpoint.every_steps={args.samples_s // 6 // 64}']
-    micro = ['--variant', 'micro', '--batch', '32', '--lr', '1e-3',
-             '--samples', str(args.samples_micro), '--eval-every', str(args.samples_micro // 6),
-             '--warmup-steps', '500']
-  data = ['--num-train-coco', str(args.num_train_coco), '--num-train-wholebody',
-          str(args.num_train_wholebody), '--num-val', str(args.num_val), '--augment', 'flip']
-  return {'S': s + data, 'micro': micro + data}
+  """Each chosen arm's experiments/pretrain_synthetic.py arguments (without workdir and limits)."""
+  out = {}
+  for name in args.arms:
+    if args.small:
+      net = ['--variant', 'nano', '--batch', '4', '--image-size', '64x48']
+      net += ['--tasks', 'coco'] if name.startswith('S') else []
+      samples, every, warmup = 32, 16, 1
+    else:
+      net = ARMS[name][0]
+      samples = args.samples_s if name.startswith('S') else args.samples_micro
+      every, warmup = samples // 6, 500
+      if name.startswith('S'):  # checkpoint at evaluations only: S's state is ~300 MB
+        net = net + ['--set', f'checkpoint.every_steps={every // 64}']
+    out[name] = net + [
+        '--samples', str(samples), '--eval-every', str(every), '--warmup-steps', str(warmup),
+        '--num-train-coco', str(args.num_train_coco), '--num-train-wholebody',
+        str(args.num_train_wholebody), '--num-val', str(args.num_val), '--augment', 'flip']
+  return out
+
+
+def ship_names(args) -> dict[str, str]:
+  return {name: args.ship_name if name == 'micro' else f'{name}-adult' for name in args.arms}
 
 
 def specs(args) -> list[tuple[str, str, int, int]]:
@@ -82,12 +115,16 @@ def specs(args) -> list[tuple[str, str, int, int]]:
   return out
 
 
-def workers(cpus: int) -> dict[str, int]:
-  """Input-pipeline worker processes per arm: S's 256x192 crops cost more per sample than
-  micro's 128x96 ones, so S gets about 60 % of the CPUs left after the two main processes."""
-  free = max(2, cpus - 2)
-  s = max(1, round(0.6 * free))
-  return {'S': s, 'micro': max(1, free - s)}
+def workers(names, cpus: int) -> dict[str, int]:
+  """Input-pipeline worker processes per arm, the CPUs left after the arms' main processes
+  shared in proportion to each arm's cost per sample (a 256x192 crop costs more than a 128x96
+  one), at least one each."""
+  free = max(len(names), cpus - len(names))
+  cost = {name: ARMS[name][1] for name in names}
+  share = {name: max(1, int(free * c / sum(cost.values()))) for name, c in cost.items()}
+  for name in sorted(names, key=lambda n: -cost[n])[:max(0, free - sum(share.values()))]:
+    share[name] += 1  # the remainder to the costlier arms
+  return share
 
 
 def table(evals: list[dict], keys: list[str]) -> list[list[str]]:
@@ -101,6 +138,15 @@ def read_jsonl(path: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def _arm_list(text: str) -> list[str]:
+  names = [n for n in text.split(',') if n]
+  unknown = [n for n in names if n not in ARMS]
+  if not names or unknown or len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError(f'--arms {text!r}: a comma list of distinct arms from '
+                                     f'{", ".join(ARMS)}')
+  return names
 
 
 def _segments(workdir: str, name: str) -> list[dict]:
@@ -130,7 +176,7 @@ def plot(out: str) -> str:
   return path
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True, help='results folder')
   parser.add_argument('--plot', action='store_true',
@@ -147,18 +193,25 @@ def main(argv=None):
   parser.add_argument('--test-seed', type=int, default=1000)
   parser.add_argument('--source-commit', default='',
                       help='the commit a tree without git was copied from (provenance)')
+  parser.add_argument('--arms', default='S,micro', type=_arm_list,
+                      help=f'comma list of arms from {", ".join(ARMS)} (default S,micro)')
   parser.add_argument('--ship-name', default='micro-adult-v2',
-                      help="the micro arm's name in OUT/micro_zoo.tar (zoo:NAME once shipped)")
+                      help="the micro arm's name in OUT/zoo.tar (zoo:NAME once shipped)")
   parser.add_argument('--small', action='store_true', help='tiny sizes: checks the plumbing')
   args = parser.parse_args(argv)
-  if args.plot:
-    print(plot(args.out))
-    return 0
-  if not args.workdir:
+  if not (args.plot or args.workdir):
     parser.error('--workdir is required')
   if args.small:
     args.num_train_coco = args.num_train_wholebody = 8
     args.num_val = args.num_test = 4
+  return args
+
+
+def main(argv=None):
+  args = parse(argv)
+  if args.plot:
+    print(plot(args.out))
+    return 0
   if args.test_seed < 1000:
     raise SystemExit(f'--test-seed {args.test_seed}: test seeds are >= 1000')
   start = time.monotonic()
@@ -179,7 +232,7 @@ def main(argv=None):
   if limit_min < 0.5:
     raise SystemExit(f'generating the data took {generated_s:.0f} s: no time left to train in '
                      f'a {args.budget_minutes}-minute budget')
-  share = workers(os.cpu_count() or 2)
+  share = workers(args.arms, os.cpu_count() or 2)
   source = ['--source-commit', args.source_commit] if args.source_commit else []
   procs, logs = {}, {}
   for name, extra in arms(args).items():
@@ -194,7 +247,7 @@ def main(argv=None):
   print(f'training ended at {trained_s:.0f} s: exit codes {status}', flush=True)
 
   shipped = {}
-  ship_name = {'S': 'S-adult', 'micro': args.ship_name}
+  ship_name = ship_names(args)
   zoo_dir = os.path.join(args.workdir, 'zoo')
   ships = {name: subprocess.Popen(
       [sys.executable, PRETRAIN, '--workdir', os.path.join(args.workdir, name), '--ship',
@@ -209,8 +262,9 @@ def main(argv=None):
   for log in logs.values():
     log.close()
 
-  keys = {'S': ['coco/AP', 'coco/AP50', 'coco/PCK@0.2'],
-          'micro': ['coco/AP', 'coco/AP50', 'coco/PCK@0.2', 'wholebody/AP_body', 'mean/AP']}
+  keys = {name: ['coco/AP', 'coco/AP50', 'coco/PCK@0.2']
+          + ([] if '--tasks' in extra else ['wholebody/AP_body', 'mean/AP'])
+          for name, extra in arms(args).items()}
   device = next((s['device'] for name in procs for s in _segments(args.workdir, name)),
                 'unknown')
   rows, data = [], {'device': device, 'cpus': os.cpu_count(), 'workers': share,
@@ -249,10 +303,12 @@ def main(argv=None):
       record = os.path.join(args.workdir, 'zoo', ship_name[name], 'provenance.json')
       if os.path.exists(record):
         tar.add(record, arcname=f'{name}/provenance.json')
-  micro_zoo = os.path.join(args.workdir, 'zoo', args.ship_name)
-  if os.path.isdir(micro_zoo):
-    with tarfile.open(os.path.join(args.out, 'micro_zoo.tar'), 'w') as tar:
-      tar.add(micro_zoo, arcname=args.ship_name)
+  shippable = [n for n in procs if n in SHIPPABLE
+               and os.path.isdir(os.path.join(args.workdir, 'zoo', ship_name[n]))]
+  if shippable:
+    with tarfile.open(os.path.join(args.out, 'zoo.tar'), 'w') as tar:
+      for name in shippable:
+        tar.add(os.path.join(args.workdir, 'zoo', ship_name[name]), arcname=ship_name[name])
   print(f'done in {time.monotonic() - start:.0f} s', flush=True)
   return 0 if shipped else 1
 

@@ -244,14 +244,37 @@ def test_the_accelerator_run_trains_both_arms_ships_micro_and_tables_their_curve
   assert json.loads((runs / 'S' / 'config.json').read_text())['model']['image_size'] == [64, 48]
   table = (out / 'results.md').read_text()
   assert '| S | test s1000 (best) |' in table and '| micro | test s1000 (best) |' in table
-  with tarfile.open(out / 'micro_zoo.tar') as tar:
+  with tarfile.open(out / 'zoo.tar') as tar:
     names = tar.getnames()
   assert 'micro-adult-v2/provenance.json' in names and 'micro-adult-v2/model.json' in names
+  assert not any(n.startswith('S-adult') for n in names)
   with tarfile.open(out / 'runs.tar') as tar:
     assert {'S/evals.jsonl', 'micro/provenance.json'} <= set(tar.getnames())
   subprocess.run([sys.executable, script, '--out', str(out), '--plot'], check=True,
                  capture_output=True)
   assert _is_png(out / 'ap.png')
+
+
+def test_the_accelerator_arms_share_the_cpus_by_cost_and_are_checked():
+  sys.path.insert(0, str(ROOT / 'experiments'))
+  try:
+    import pretrain_accelerator as acc
+  finally:
+    sys.path.pop(0)
+  assert acc.workers(['S', 'micro'], 16) == {'S': 9, 'micro': 5}
+  assert acc.workers(['micro-256', 'S-cosine', 'micro'], 16) == {
+      'micro-256': 5, 'S-cosine': 5, 'micro': 3}
+  assert acc.workers(['S', 'micro'], 2) == {'S': 1, 'micro': 1}
+  args = acc.parse(['--out', 'o', '--workdir', 'w', '--arms', 'micro-256,S-cosine'])
+  arms = acc.arms(args)
+  assert ' '.join(arms['micro-256']).startswith('--variant micro --batch 32 --lr 1e-3 '
+                                                '--image-size 256x192')
+  assert 'schedule.kind=cosine' in arms['S-cosine']
+  assert acc.ship_names(args) == {'micro-256': 'micro-256-adult', 'S-cosine': 'S-cosine-adult'}
+  run = subprocess.run([sys.executable, str(ROOT / 'experiments/pretrain_accelerator.py'),
+                        '--out', 'o', '--workdir', 'w', '--arms', 'S,B'],
+                       capture_output=True, text=True)
+  assert run.returncode == 2 and "--arms 'S,B'" in run.stderr
 
 
 def test_pretraining_options_are_checked_before_anything_runs(tmp_path):
