@@ -78,8 +78,10 @@ def test_zoo_lists_one_line_per_model_name_first_without_a_header():
                        check=True).stdout.splitlines()
   assert len(out) == len(zoo.names()) >= 1
   for model in MEASURED_AP:
+    config = models.ModelConfig.load(zoo.PREFIX + model)
     line = next(l for l in out if l.split()[0] == model)
-    assert 'micro 128x96' in line and 'tasks=coco,wholebody' in line and 'coco/AP=' in line
+    assert f'{config.variant} {config.image_size[0]}x{config.image_size[1]}' in line
+    assert f'tasks={",".join(config.task_names)}' in line and 'coco/AP=' in line
 
 
 def test_shipped_weights_fit_the_size_budget_and_carry_their_provenance():
