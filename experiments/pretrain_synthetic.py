@@ -12,8 +12,8 @@ and centre jitter: the recipe of zoo:micro-adult), and an evaluation every
 ``--eval-every`` samples on the val split at seed 0, which also picks the best checkpoint (by
 mean/AP). Re-running the same command resumes after any interruption (Ctrl-C or SIGTERM write a
 checkpoint first); the wall time of every segment is logged to WORKDIR/segments.json.
-``--max-minutes`` stops a segment after that much training wall time the same way (a SIGTERM
-to itself), for a machine lent for a fixed time; the run's best checkpoint is then the last
+``--max-minutes`` stops a segment after that much wall time (setup included) the same way (a
+SIGTERM to itself), for a machine lent for a fixed time; the run's best checkpoint is then the last
 evaluation's pick.
 
 Other shapes of the same recipe: ``--tasks coco`` (one task), ``--image-size 256x192``,

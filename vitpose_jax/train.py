@@ -835,27 +835,19 @@ def _initial_model(config: ml_collections.ConfigDict, mcfg: models.ModelConfig,
   return model
 
 
-def _keep_rows_until(path: str, step: int):
+def _keep_rows_until(path: str, step: int) -> list[dict[str, Any]]:
   """Drops the lines of JSON-lines file ``path`` logged after ``step``: a resumed run redoes
-  those steps, and its file stays one curve."""
+  those steps, and its file stays one curve. Returns the rows kept."""
   try:
     with open(path) as f:
       lines = f.readlines()
   except FileNotFoundError:
-    return
-  kept = [line for line in lines if json.loads(line)['step'] <= step]
+    return []
+  rows = [json.loads(line) for line in lines]
+  kept = [line for line, row in zip(lines, rows) if row['step'] <= step]
   if len(kept) < len(lines):
     _write(path, ''.join(kept))
-
-
-def _logged_loss(path: str, step: int) -> float | None:
-  """The training loss metrics.jsonl holds for ``step``, or None."""
-  try:
-    with open(path) as f:
-      rows = [json.loads(line) for line in f]
-  except FileNotFoundError:
-    return None
-  return next((r.get('train/loss') for r in reversed(rows) if r['step'] == step), None)
+  return [row for row in rows if row['step'] <= step]
 
 
 def _append_row(path: str, row: Mapping[str, Any]):
@@ -884,14 +876,14 @@ class _Progress:
 
     self.primary = jax.process_index() == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
-    if self.primary:
-      _keep_rows_until(self.path, start)
+    kept = _keep_rows_until(self.path, start) if self.primary else []
     self.writer = SummaryWriter(workdir) if self.primary else _NullWriter()
     self.start, self.total_steps, self.global_batch = start, total_steps, global_batch
     self.checked = self.logged = start
     # A resumed run that has no step left to train reports the loss logged at its last step
     # (None where that step was not logged).
-    self.last_loss = _logged_loss(self.path, start) if self.primary else None
+    self.last_loss = next((r.get('train/loss') for r in reversed(kept) if r['step'] == start),
+                          None)
     self.t_start = self.t_log = time.perf_counter()
     # Per teacher-confidence metric (``train/*_confident``): the log steps at which it was 0.
     self.unconfident: dict[str, list[int]] = {}
